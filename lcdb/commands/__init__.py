@@ -1,0 +1,1 @@
+"""Subcommands of the ``lcdb`` CLI, one module per group; each defines ``register(subparsers)``."""

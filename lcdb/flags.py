@@ -1,0 +1,25 @@
+"""Measurement and pixel flag bits (docs/formats.md §4; the first five are Mini-SiTian's)."""
+
+from __future__ import annotations
+
+from enum import IntFlag
+
+
+class Flag(IntFlag):
+    """Bit mask carried by every measurement and every mask pixel."""
+
+    BAD_PIXEL = 1
+    SATURATED = 2
+    SALT_PEPPER = 4
+    TRACK = 8
+    COSMIC_RAY = 16
+    BAD_BACKGROUND = 32
+    LARGE_OBJECT = 64
+    TRUNCATED = 128
+    BLENDED = 256
+    OTHER = 512
+
+
+#: Flags that make a measurement unusable for frame calibration (everything but BLENDED,
+#: which calibration judges from the catalogue side).
+CALIBRATION_REJECT = Flag(0x3FF) & ~Flag.BLENDED

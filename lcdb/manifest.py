@@ -1,0 +1,202 @@
+"""The store's committed snapshot and the single-writer transaction that replaces it.
+
+``_manifest.json`` lists every live data file of every table. A write puts new files in place under
+fresh names (invisible: nothing lists them), fsyncs them, and then replaces the manifest atomically;
+files it supersedes are deleted only after that. A crash (even ``kill -9``) therefore leaves either
+the old snapshot or the new one, never half a batch; files that no manifest lists are garbage and
+the next writer removes them. This is the commit protocol of Delta Lake and Iceberg, reduced to one
+JSON file because one workstation (or one coordinator) writes at a time. Writers serialise on an
+``flock`` of ``STORE/.lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lcdb import layout
+from lcdb.atomic import atomic_write_bytes, fsync_dir
+from lcdb.errors import StoreError
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Manifest:
+    """The committed state of a store.
+
+    Attributes
+    ----------
+    version : int
+        Incremented by every commit.
+    counters : dict
+        Monotonic id counters (``frame_id``, ``batch``, ``ref_id`` ...): ids are never reused.
+    files : dict
+        Table name -> list of entries ``{"path": relpath, "rows": n, "pixel": p, ...}``.
+    """
+
+    version: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: Path) -> Manifest:
+        """Read the manifest of the store at ``root``."""
+        path = root / layout.MANIFEST
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise StoreError(f"{root}: not an lcdb store (no {layout.MANIFEST})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{path}: corrupt manifest ({exc})") from exc
+        return cls(
+            version=int(data["version"]),
+            counters={k: int(v) for k, v in data.get("counters", {}).items()},
+            files={t: list(v) for t, v in data.get("files", {}).items()},
+        )
+
+    def entries(self, table: str) -> list[dict[str, Any]]:
+        """Live file entries of ``table``."""
+        return self.files.get(table, [])
+
+    def paths(self, root: Path, table: str, pixels: set[int] | None = None) -> list[str]:
+        """Absolute paths of the live files of ``table``, optionally only of some partitions."""
+        return [
+            str(root / e["path"])
+            for e in self.entries(table)
+            if pixels is None or e.get("pixel") in pixels
+        ]
+
+    def rows(self, table: str) -> int:
+        """Total committed rows of ``table``."""
+        return sum(int(e["rows"]) for e in self.entries(table))
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {"version": self.version, "counters": self.counters, "files": self.files},
+            separators=(",", ":"),
+        ).encode()
+
+
+def write_initial(root: Path) -> None:
+    """Write the empty manifest of a new store."""
+    atomic_write_bytes(root / layout.MANIFEST, Manifest().to_bytes())
+
+
+class Transaction:
+    """Changes to a store that become visible together at :meth:`commit`.
+
+    Obtain one from :func:`transaction`; add files already written and fsynced with :meth:`add`,
+    drop superseded ones with :meth:`remove`, reserve ids with :meth:`reserve`.
+    """
+
+    def __init__(self, root: Path, base: Manifest) -> None:
+        self.root = root
+        self.base = base
+        self.counters = dict(base.counters)
+        self._added: dict[str, list[dict[str, Any]]] = {}
+        self._removed: set[str] = set()
+        self.committed = False
+
+    def reserve(self, counter: str, n: int = 1) -> int:
+        """Reserve ``n`` consecutive ids of ``counter``; returns the first (ids start at 1)."""
+        first = self.counters.get(counter, 0) + 1
+        self.counters[counter] = first + n - 1
+        return first
+
+    def add(self, table: str, path: Path, rows: int, **extra: Any) -> None:
+        """Make a written, fsynced file part of ``table`` at commit."""
+        rel = os.path.relpath(path, self.root)
+        entry = {"path": rel, "rows": int(rows), "pixel": layout.pixel_of(rel), **extra}
+        self._added.setdefault(table, []).append(entry)
+
+    def remove(self, table: str, relpath: str) -> None:
+        """Drop a live file of ``table`` from the store at commit (deleted after it)."""
+        self._removed.add(relpath)
+
+    @property
+    def pending_removals(self) -> set[str]:
+        """Relative paths that the next commit drops."""
+        return set(self._removed)
+
+    def live_entries(self, table: str) -> list[dict[str, Any]]:
+        """Entries of ``table`` as the next commit will publish them."""
+        kept = [e for e in self.base.entries(table) if e["path"] not in self._removed]
+        return kept + [e for e in self._added.get(table, []) if e["path"] not in self._removed]
+
+    def commit(self) -> Manifest:
+        """Atomically publish the new snapshot, then delete superseded files.
+
+        The transaction stays usable: later changes build on the snapshot just published.
+        """
+        files = {t: self.live_entries(t) for t in set(self.base.files) | set(self._added)}
+        new = Manifest(version=self.base.version + 1, counters=self.counters, files=files)
+        # The data files' directory entries must be durable before the manifest points at them.
+        for d in {Path(self.root / e["path"]).parent for v in self._added.values() for e in v}:
+            fsync_dir(d)
+        atomic_write_bytes(self.root / layout.MANIFEST, new.to_bytes())
+        self.committed = True
+        for rel in self._removed:
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / rel).unlink()
+        self.base, self._added, self._removed = new, {}, set()
+        return new
+
+
+@contextlib.contextmanager
+def transaction(root: Path) -> Iterator[Transaction]:
+    """Hold the store's writer lock, clean up garbage, and yield a :class:`Transaction`.
+
+    Leaving the block without :meth:`Transaction.commit` (an exception) leaves the committed
+    snapshot untouched; the files written meanwhile are garbage for the next writer.
+    """
+    lock_path = root / layout.LOCK
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"{root}: another lcdb process is writing to this store") from None
+        try:
+            base = Manifest.load(root)
+            collect_garbage(root, base)
+            yield Transaction(root, base)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def collect_garbage(root: Path, manifest: Manifest) -> int:
+    """Delete data files that the committed manifest does not list (left by a crashed writer).
+
+    Call only with the writer lock held. Returns the number of files removed.
+    """
+    live = {e["path"] for entries in manifest.files.values() for e in entries}
+    removed = 0
+    for table in layout.TABLES:
+        tdir = root / table
+        if not tdir.is_dir():
+            continue
+        for path in tdir.rglob("*"):
+            if path.is_file() and os.path.relpath(path, root) not in live:
+                path.unlink()
+                removed += 1
+    tmp = root / layout.TMP_DIR
+    if tmp.is_dir():
+        for child in tmp.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+            removed += 1
+    for stray in root.glob(f".{layout.MANIFEST}.*.tmp"):
+        stray.unlink(missing_ok=True)
+    if removed:
+        _log.info("removed %d file(s) left by an interrupted write", removed)
+    return removed

@@ -1,0 +1,134 @@
+"""Arrow schemas of the store's tables (docs/formats.md §3).
+
+Physical types are chosen for size: float32 where the precision of the measurement allows it
+(pixel positions, fluxes: 7 significant digits), float64 for sky positions (float32 would lose
+~20 mas at ra ~ 300 deg), int32 flags.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+FRAMES = pa.schema(
+    [
+        ("frame_id", pa.int64()),
+        ("frame_name", pa.string()),
+        ("file", pa.string()),
+        ("sha256", pa.string()),
+        ("channel", pa.string()),
+        ("filter", pa.string()),
+        ("mjd", pa.float64()),
+        ("exptime", pa.float64()),
+        ("naxis1", pa.int32()),
+        ("naxis2", pa.int32()),
+        ("ra0", pa.float64()),
+        ("dec0", pa.float64()),
+        ("airmass", pa.float64()),
+        ("n_meas", pa.int64()),
+        ("fwhm", pa.float32()),
+        ("background", pa.float32()),
+        ("batch", pa.int64()),
+        ("ingested", pa.timestamp("s", tz="UTC")),
+        ("status", pa.string()),
+        ("status_reason", pa.string()),
+        ("z0_coeffs", pa.list_(pa.float64())),
+        ("color_coeff", pa.float64()),
+        ("cal_rms", pa.float64()),
+        ("cal_chi2", pa.float64()),
+        ("cal_nstars", pa.int32()),
+    ]
+)
+
+MEASUREMENTS = pa.schema(
+    [
+        ("frame_id", pa.int64()),
+        ("healpix_29", pa.int64()),
+        ("ra", pa.float64()),
+        ("dec", pa.float64()),
+        ("x", pa.float32()),
+        ("y", pa.float32()),
+        ("flux", pa.float32()),
+        ("flux_err", pa.float32()),
+        ("flags", pa.int32()),
+        ("fwhm", pa.float32()),
+        ("background", pa.float32()),
+        ("object_id", pa.int64()),
+        ("z0", pa.float32()),
+    ]
+)
+
+REFCAT = pa.schema(
+    [
+        ("ref_id", pa.int64()),
+        ("healpix_29", pa.int64()),
+        ("ra", pa.float64()),
+        ("dec", pa.float64()),
+        ("v", pa.float32()),
+        ("v_err", pa.float32()),
+        ("bv", pa.float32()),
+        ("bv_err", pa.float32()),
+        ("pmra", pa.float32()),
+        ("pmdec", pa.float32()),
+        ("epoch", pa.float32()),
+        ("blended", pa.bool_()),
+        ("name", pa.string()),
+    ]
+)
+
+OBJECTS = pa.schema(
+    [
+        ("object_id", pa.int64()),
+        ("healpix_29", pa.int64()),
+        ("ra", pa.float64()),
+        ("dec", pa.float64()),
+        ("n_obs", pa.int32()),
+        ("ref_id", pa.int64()),
+        ("v", pa.float32()),
+        ("v_err", pa.float32()),
+        ("bv", pa.float32()),
+        ("bv_err", pa.float32()),
+    ]
+)
+
+CANDIDATES = pa.schema(
+    [
+        ("object_id", pa.int64()),
+        ("ra", pa.float64()),
+        ("dec", pa.float64()),
+        ("v", pa.float32()),
+        ("score", pa.float64()),
+        ("scatter", pa.float64()),
+        ("expected_scatter", pa.float64()),
+        ("n_obs", pa.int32()),
+        ("period", pa.float64()),
+        ("fap", pa.float64()),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "frames": FRAMES,
+    "measurements": MEASUREMENTS,
+    "refcat": REFCAT,
+    "objects": OBJECTS,
+    "candidates": CANDIDATES,
+}
+
+#: Parquet encodings per column: sorted int64 keys delta-encode far better than dictionary pages,
+#: and byte-stream-split lets zstd find the shared high bytes of neighbouring floats.
+PARQUET_ENCODINGS = {
+    "healpix_29": "DELTA_BINARY_PACKED",
+    "ra": "BYTE_STREAM_SPLIT",
+    "dec": "BYTE_STREAM_SPLIT",
+    "x": "BYTE_STREAM_SPLIT",
+    "y": "BYTE_STREAM_SPLIT",
+    "flux": "BYTE_STREAM_SPLIT",
+    "flux_err": "BYTE_STREAM_SPLIT",
+    "fwhm": "BYTE_STREAM_SPLIT",
+    "background": "BYTE_STREAM_SPLIT",
+    "z0": "BYTE_STREAM_SPLIT",
+}
+
+
+def empty(table: str) -> pa.Table:
+    """A zero-row table with the schema of ``table``."""
+    return SCHEMAS[table].empty_table()

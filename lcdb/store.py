@@ -1,0 +1,231 @@
+"""The store: a directory of HEALPix-partitioned Parquet with a manifest, queried through DuckDB.
+
+``lcdb.open(path)`` returns a :class:`Store`; ``store.sql(query, params)`` runs read-only SQL over
+the views of ``sql/views.sql`` and returns Arrow (``store.pl`` gives Polars).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from lcdb import healpix, layout, manifest, schema, sqlfiles
+from lcdb.config import StoreConfig, read_config, write_config
+from lcdb.errors import InputError, StoreError
+
+_log = logging.getLogger(__name__)
+
+ENV_VAR = "LCDB_STORE"
+
+# Statement types a read-only query may contain.
+_READ_ONLY = {"SELECT", "EXPLAIN", "PRAGMA"}
+
+
+def init_store(path: str | os.PathLike[str], config: StoreConfig | None = None) -> Store:
+    """Create an empty store at ``path`` (an absent or empty directory)."""
+    root = Path(path)
+    config = config or StoreConfig()
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"{root}: exists and is not a directory")
+    if root.is_dir() and any(root.iterdir()):
+        if (root / "lcdb.toml").exists():
+            raise StoreError(f"{root}: already an lcdb store")
+        raise StoreError(f"{root}: directory is not empty; choose a new path for the store")
+    root.mkdir(parents=True, exist_ok=True)
+    for d in layout.all_dirs(root):
+        d.mkdir(exist_ok=True)
+    manifest.write_initial(root)
+    write_config(root, config)  # written last: its presence marks a complete store
+    _log.info("created store %s (HEALPix order %d)", root, config.order)
+    return Store(root)
+
+
+def open_store(path: str | os.PathLike[str] | None = None) -> Store:
+    """Open an existing store (``path``, else the ``LCDB_STORE`` environment variable)."""
+    if path is None:
+        path = os.environ.get(ENV_VAR)
+        if not path:
+            raise StoreError(f"no store given: pass --store PATH or set {ENV_VAR}")
+    return Store(Path(path))
+
+
+class Store:
+    """An opened lcdb store.
+
+    Parameters
+    ----------
+    root : Path
+        Store directory (must contain ``lcdb.toml``).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise StoreError(f"{self.root}: no such store directory")
+        self.config: StoreConfig = read_config(self.root)
+        self.manifest = manifest.Manifest.load(self.root)
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    # -- snapshot ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read the manifest (after a write) and rebuild the views."""
+        self.manifest = manifest.Manifest.load(self.root)
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def files(self, table: str, pixels: set[int] | None = None) -> list[str]:
+        """Absolute paths of the live files of ``table`` (optionally of some partitions)."""
+        return self.manifest.paths(self.root, table, pixels)
+
+    def count(self, table: str) -> int:
+        """Committed rows of ``table`` (from the manifest: no scan)."""
+        return self.manifest.rows(table)
+
+    def pixels(self, table: str) -> list[int]:
+        """Partitions of ``table`` that hold data."""
+        return sorted({e["pixel"] for e in self.manifest.entries(table) if e["pixel"] is not None})
+
+    # -- DuckDB --------------------------------------------------------------------------------
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the store's views (created on first use)."""
+        if self._con is None:
+            self._con = self._connect()
+        return self._con
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect()
+        order = self.config.order
+
+        def cone_pixels(ra: float, dec: float, radius: float) -> list[int]:
+            return healpix.cone_pixels(ra, dec, radius, order).tolist()
+
+        con.create_function(
+            "lcdb_cone_pixels",
+            cone_pixels,
+            [duckdb.sqltype("DOUBLE")] * 3,
+            duckdb.list_type(duckdb.sqltype("BIGINT")),
+            side_effects=False,
+        )
+        for table in layout.TABLES:
+            self._relation(con, table).create_view(f"_{table}", replace=True)
+        con.execute(sqlfiles.load("views"))
+        return con
+
+    def _relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
+        files = self.files(table)
+        partitioned = table in layout.PARTITIONED
+        if files:
+            if partitioned:
+                query = (
+                    "SELECT * FROM read_parquet($files, hive_partitioning = true, "
+                    "hive_types = {'pixel': BIGINT})"
+                )
+            else:
+                query = "SELECT * FROM read_parquet($files)"
+            return con.sql(query, params={"files": files})
+        empty = schema.empty(table)
+        if partitioned:
+            empty = empty.append_column(layout.PARTITION_KEY, pa.array([], pa.int64()))
+        return con.from_arrow(empty)
+
+    def _check_read_only(self, query: str) -> None:
+        try:
+            statements = duckdb.extract_statements(query)
+        except duckdb.Error as exc:
+            raise InputError(f"SQL error: {exc}") from exc
+        for st in statements:
+            kind = st.type.name
+            if kind not in _READ_ONLY:
+                raise InputError(f"only read-only queries are allowed (got a {kind} statement)")
+
+    def relation(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation:
+        """A lazy DuckDB relation for a read-only query (parameters bound, never formatted)."""
+        self._check_read_only(query)
+        try:
+            return self.con.sql(query, params=params)
+        except duckdb.Error as exc:
+            raise InputError(f"SQL error: {exc}") from exc
+
+    def sql(self, query: str, params: Any = None) -> pa.Table:
+        """Run a read-only query and return an Arrow table."""
+        try:
+            return self.relation(query, params).to_arrow_table()
+        except duckdb.Error as exc:
+            raise InputError(f"SQL error: {exc}") from exc
+
+    def pl(self, query: str, params: Any = None) -> pl.DataFrame:
+        """Run a read-only query and return a Polars DataFrame."""
+        return pl.from_arrow(self.sql(query, params))
+
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Store({str(self.root)!r}, order={self.config.order}, "
+            f"frames={self.count('frames')}, measurements={self.count('measurements')})"
+        )
+
+    # -- light curves ----------------------------------------------------------------------------
+    def lightcurve_by_object(self, object_id: int) -> pa.Table:
+        """Light curve of one clustered object, sorted by time."""
+        return self.sql(sqlfiles.load("lightcurve_object"), {"object_id": int(object_id)})
+
+    def lightcurve_by_position(self, ra: float, dec: float, radius_arcsec: float) -> pa.Table:
+        """Measurements within ``radius_arcsec`` of a position, sorted by time.
+
+        Reads only the partition files that can hold the cone, and prunes row groups with an
+        order-29 index range (files are sorted by ``healpix_29``), so a warm query costs a few ms.
+        """
+        radius_deg = radius_arcsec / 3600.0
+        if not (0 <= dec <= 90 or -90 <= dec < 0) or radius_deg <= 0:
+            raise InputError(f"bad position or radius: dec={dec}, radius={radius_arcsec}")
+        pixels = set(healpix.cone_pixels(ra, dec, radius_deg, self.config.order).tolist())
+        files = self.files("measurements", pixels)
+        if not files:
+            return self.sql(sqlfiles.load("lightcurve_position_empty"))
+        lo, hi = _index_bounds(ra, dec, radius_deg)
+        frames = self.files("frames")
+        return self.sql(
+            sqlfiles.load("lightcurve_position"),
+            {
+                "files": files,
+                "frame_files": frames,
+                "ra": float(ra),
+                "dec": float(dec),
+                "radius_deg": radius_deg,
+                "lo": lo,
+                "hi": hi,
+            },
+        )
+
+
+def _index_bounds(ra: float, dec: float, radius_deg: float) -> tuple[int, int]:
+    """Order-29 index range covering a small cone (for row-group pruning).
+
+    Uses the smallest-covering set of pixels at a fine order and returns the overall min/max of
+    their index ranges; a cone that straddles a base-pixel boundary just yields a wide range.
+    """
+    order = int(np.clip(np.floor(np.log2(58.6 / max(radius_deg, 1e-6) / 4)), 0, 20))
+    pix = healpix.cone_pixels(ra, dec, radius_deg, order)
+    lo, _ = healpix.index_range(int(pix.min()), order)
+    _, hi = healpix.index_range(int(pix.max()), order)
+    return lo, hi
