@@ -10,6 +10,7 @@ HEALPix-partitioned like the measurements and replaces any refcat the store held
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,22 +186,20 @@ def read_refcat(path: Path, options: RefcatOptions) -> tuple[pa.Table, str]:
     epoch = get("epoch")
     epoch = np.where(np.isfinite(epoch), epoch, options.default_epoch)
     names = raw[cols["name"]] if "name" in cols else None
-    table = pa.table(
-        {
-            "ra": pa.array(np.where(ra >= 360, ra - 360, ra)[keep], pa.float64()),
-            "dec": pa.array(dec[keep], pa.float64()),
-            "v": pa.array(v[keep], pa.float32()),
-            "v_err": _nullable(v_err[keep]),
-            "bv": _nullable(bv[keep]),
-            "bv_err": _nullable(bv_err[keep]),
-            "pmra": _nullable(get("pmra")[keep]),
-            "pmdec": _nullable(get("pmdec")[keep]),
-            "epoch": pa.array(epoch[keep], pa.float32()),
-            "name": None
-            if names is None
-            else pa.array([_name(x) for x in np.asarray(names)[keep]]),
-        }
-    )
+    columns = {
+        "ra": pa.array(np.where(ra >= 360, ra - 360, ra)[keep], pa.float64()),
+        "dec": pa.array(dec[keep], pa.float64()),
+        "v": pa.array(v[keep], pa.float32()),
+        "v_err": _nullable(v_err[keep]),
+        "bv": _nullable(bv[keep]),
+        "bv_err": _nullable(bv_err[keep]),
+        "pmra": _nullable(get("pmra")[keep]),
+        "pmdec": _nullable(get("pmdec")[keep]),
+        "epoch": pa.array(epoch[keep], pa.float32()),
+    }
+    if names is not None:
+        columns["name"] = pa.array([_name(x) for x in np.asarray(names)[keep]], pa.string())
+    table = pa.table(columns)
     if int((~keep).sum()):
         _log.warning("%s: %d star(s) without a finite V skipped", path, int((~keep).sum()))
     return table, source
@@ -263,14 +262,19 @@ def load_refcat(store: Store, path: str | Path, options: RefcatOptions | None = 
     pixels = healpix.coarsen(idx29[order], cfg.order)
     cuts = np.flatnonzero(np.diff(pixels)) + 1
     bounds = zip(np.r_[0, cuts].tolist(), np.r_[cuts, pixels.size].tolist(), strict=True)
+
+    def write(ab: tuple[int, int]) -> tuple[Path, int]:
+        a, b = ab
+        fpath = layout.new_partition_file(store.root, "refcat", int(pixels[a]), "refcat")
+        write_parquet(table.slice(a, b - a), fpath)
+        return fpath, b - a
+
     with manifest.transaction(store.root) as tx:
         for entry in tx.live_entries("refcat"):
             tx.remove("refcat", entry["path"])
-        for a, b in bounds:
-            pix = int(pixels[a])
-            fpath = layout.new_partition_file(store.root, "refcat", pix, "refcat")
-            write_parquet(table.slice(a, b - a), fpath)
-            tx.add("refcat", fpath, b - a)
+        with ThreadPoolExecutor(2) as pool:  # pyarrow writes release the GIL
+            for fpath, rows in pool.map(write, bounds):
+                tx.add("refcat", fpath, rows)
         tx.commit()
     store.refresh()
     summary = {

@@ -15,10 +15,15 @@ from lcdb.schema import PARQUET_ENCODINGS
 ROW_GROUP_ROWS = 65_536
 
 
-def write_parquet(table: pa.Table, path: Path, fsync: bool = True) -> int:
-    """Write ``table`` to ``path`` (zstd, per-column encodings), fsync it, return its size."""
+def write_parquet(table: pa.Table, path: Path, fsync: bool = False) -> int:
+    """Write ``table`` to ``path`` (zstd, per-column encodings) and return its size.
+
+    Files meant for the store need no ``fsync``: :meth:`lcdb.manifest.Transaction.commit` makes
+    every added file durable before publishing it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    encodings = {c: e for c, e in PARQUET_ENCODINGS.items() if c in table.column_names}
+    names = set(table.column_names)
+    encodings = {c: e for c, e in PARQUET_ENCODINGS.items() if c in names}
     dictionary = [c for c in table.column_names if c not in encodings]
     pq.write_table(
         table,
