@@ -1,12 +1,12 @@
 """The store's committed snapshot and the single-writer transaction that replaces it.
 
-``_manifest.json`` lists every live data file of every table. A write puts new files in place under
-fresh names (invisible: nothing lists them), syncs them to disk, and then replaces the manifest atomically;
-files it supersedes are deleted only after that. A crash (even ``kill -9``) therefore leaves either
-the old snapshot or the new one, never half a batch; files that no manifest lists are garbage and
-the next writer removes them. This is the commit protocol of Delta Lake and Iceberg, reduced to one
-JSON file because one workstation (or one coordinator) writes at a time. Writers serialise on an
-``flock`` of ``STORE/.lock``.
+``_manifest.json`` lists every live data file of every table. A write puts new files in place
+under fresh names (invisible: nothing lists them), syncs them to disk, and then replaces the
+manifest atomically; files it supersedes are deleted only after that. A crash (even ``kill -9``)
+therefore leaves either the old snapshot or the new one, never half a batch; files that no
+manifest lists are garbage and the next writer removes them. This is the commit protocol of
+Delta Lake and Iceberg, reduced to one JSON file because one workstation (or one coordinator)
+writes at a time. Writers serialise on an ``flock`` of ``STORE/.lock``.
 """
 
 from __future__ import annotations

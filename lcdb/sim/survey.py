@@ -217,7 +217,15 @@ def z0_terms(order: int) -> list[tuple[int, int]]:
 
 
 def _design(xn: np.ndarray, yn: np.ndarray, order: int) -> np.ndarray:
-    return np.stack([xn**i * yn**j for i, j in z0_terms(order)], axis=-1)
+    xp, yp = _powers(xn, order), _powers(yn, order)
+    return np.stack([xp[i] * yp[j] for i, j in z0_terms(order)], axis=-1)
+
+
+def _powers(a: np.ndarray, order: int) -> list[np.ndarray]:
+    out = [np.ones_like(a)]
+    for _ in range(order):
+        out.append(out[-1] * a)
+    return out
 
 
 def evaluate_z0(coeffs: np.ndarray, xn: np.ndarray, yn: np.ndarray) -> np.ndarray:
@@ -226,7 +234,12 @@ def evaluate_z0(coeffs: np.ndarray, xn: np.ndarray, yn: np.ndarray) -> np.ndarra
     order = round((math.sqrt(8 * c.size + 1) - 3) / 2)
     if len(z0_terms(order)) != c.size:
         raise ValueError(f"{c.size} coefficients do not make a full 2-D polynomial")
-    return _design(np.asarray(xn, float), np.asarray(yn, float), order) @ c
+    xn, yn = np.asarray(xn, dtype=float), np.asarray(yn, dtype=float)
+    xp, yp = _powers(xn, order), _powers(yn, order)
+    out = np.zeros(np.broadcast(xn, yn).shape)
+    for k, (i, j) in enumerate(z0_terms(order)):
+        out += c[k] * (xp[i] * yp[j])
+    return out
 
 
 def normalise_xy(
@@ -407,11 +420,9 @@ def simulate_frame(
     sigma, r_ap = fwhm * _SIGMA_PER_FWHM, cam.aperture_radius * fwhm
     # Stars near the pointing, moved to the epoch of the frame, projected on the detector.
     radius = math.hypot(cam.width_deg, cam.height_deg) / 2 + 0.05
-    pointing = np.array([_cos(spec.dec0) * _cos(spec.ra0), _cos(spec.dec0) * _sin(spec.ra0)])
-    near = np.flatnonzero(
-        stars.xyz[:, :2] @ pointing + stars.xyz[:, 2] * _sin(spec.dec0)
-        > math.cos(math.radians(radius))
-    )
+    cd = _cos(spec.dec0)
+    pointing = np.array([cd * _cos(spec.ra0), cd * _sin(spec.ra0), _sin(spec.dec0)])
+    near = np.flatnonzero(stars.xyz @ pointing > math.cos(math.radians(radius)))
     years = (spec.mjd - 51544.5) / 365.25
     dec = stars.dec[near] + stars.pmdec[near] * years / 3.6e6
     ra = stars.ra[near] + stars.pmra[near] * years / 3.6e6 / np.maximum(
