@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
@@ -120,10 +121,14 @@ def ingest_paths(
     with manifest.transaction(store.root) as tx:
         known = _KnownFrames.load(store.root, tx.base)
         bar = tqdm(total=len(files), unit="frame", disable=not options.progress, desc="ingest")
+        chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
         with ThreadPoolExecutor(options.threads) as pool:
-            for start in range(0, len(files), batch_size):
-                chunk = files[start : start + batch_size]
-                catalogs = list(pool.map(_try_read, chunk))
+            # The next batch is read while this one is sorted and written (two batches in memory).
+            pending = [pool.submit(_try_read, p) for p in chunks[0]] if chunks else []
+            for k, chunk in enumerate(chunks):
+                catalogs = [f.result() for f in pending]
+                if k + 1 < len(chunks):
+                    pending = [pool.submit(_try_read, p) for p in chunks[k + 1]]
                 accepted = []
                 for path, result in zip(chunk, catalogs, strict=True):
                     if isinstance(result, InputError):
@@ -157,10 +162,13 @@ def ingest_paths(
 
 
 def _try_read(path: Path) -> FrameCatalog | InputError:
+    """Read one catalogue and index it (in a reader thread: the index is a third of the work)."""
     try:
-        return read_catalog(path)
+        cat = read_catalog(path)
     except InputError as exc:
         return exc
+    cat.columns["healpix_29"] = healpix.healpix29(cat.columns["ra"], cat.columns["dec"], threads=1)
+    return cat
 
 
 def _reason(exc: InputError, path: Path) -> str:
@@ -270,31 +278,25 @@ def _write_batch(
 
 
 def _measurement_table(cats: list[FrameCatalog], frame_ids: list[int]) -> pa.Table:
-    cols = {
-        name: np.concatenate([c.columns[name] for c in cats])
-        for name in ("ra", "dec", "x", "y", "flux", "flux_err", "flags", "fwhm", "background")
-    }
+    """The batch's measurements in the store schema, sorted by the order-29 index.
+
+    polars sorts and gathers the columns on both cores (0.29 s for 2 M rows against 0.49 s for
+    numpy's argsort and fancy indexing, measured for bench/store.py).
+    """
+    names = ("ra", "dec", "x", "y", "flux", "flux_err", "flags", "fwhm", "background", "healpix_29")
+    cols = {name: np.concatenate([c.columns[name] for c in cats]) for name in names}
     n = cols["ra"].size
-    fid = np.repeat(np.asarray(frame_ids, dtype=np.int64), [c.n_rows for c in cats])
-    idx29 = healpix.healpix29(cols["ra"], cols["dec"])
-    order = np.argsort(idx29, kind="stable")
-    arrays = {
-        "frame_id": fid[order],
-        "healpix_29": idx29[order],
-        **{k: v[order] for k, v in cols.items()},
-    }
+    cols["frame_id"] = np.repeat(np.asarray(frame_ids, dtype=np.int64), [c.n_rows for c in cats])
+    ordered = pl.DataFrame(cols).sort("healpix_29").to_arrow()
     data = []
     for f in schema.MEASUREMENTS:
-        if f.name in arrays:
-            arr = arrays[f.name]
-            mask = (
-                np.isnan(arr)
-                if arr.dtype.kind == "f" and f.name in ("fwhm", "background")
-                else None
-            )
-            data.append(pa.array(arr, type=f.type, mask=mask))
-        else:
+        if f.name not in cols:
             data.append(pa.nulls(n, f.type))
+            continue
+        col = ordered.column(f.name).combine_chunks().cast(f.type)
+        if f.name in ("fwhm", "background"):  # NaN marks an absent optional value
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col)
+        data.append(col)
     return pa.Table.from_arrays(data, schema=schema.MEASUREMENTS)
 
 
