@@ -1,0 +1,1 @@
+"""Frame calibration, clustering, colour reconstruction, refinement and variability search."""
