@@ -41,11 +41,15 @@ class Manifest:
         Monotonic id counters (``frame_id``, ``batch``, ``ref_id`` ...): ids are never reused.
     files : dict
         Table name -> list of entries ``{"path": relpath, "rows": n, "pixel": p, ...}``.
+    jobs : dict
+        Job name -> keys of its finished units: the resume markers of :mod:`lcdb.runner`,
+        committed together with the units' output files.
     """
 
     version: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    jobs: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, root: Path) -> Manifest:
@@ -61,6 +65,7 @@ class Manifest:
             version=int(data["version"]),
             counters={k: int(v) for k, v in data.get("counters", {}).items()},
             files={t: list(v) for t, v in data.get("files", {}).items()},
+            jobs={j: list(v) for j, v in data.get("jobs", {}).items()},
         )
 
     def entries(self, table: str) -> list[dict[str, Any]]:
@@ -81,7 +86,12 @@ class Manifest:
 
     def to_bytes(self) -> bytes:
         return json.dumps(
-            {"version": self.version, "counters": self.counters, "files": self.files},
+            {
+                "version": self.version,
+                "counters": self.counters,
+                "files": self.files,
+                "jobs": self.jobs,
+            },
             separators=(",", ":"),
         ).encode()
 
@@ -102,8 +112,10 @@ class Transaction:
         self.root = root
         self.base = base
         self.counters = dict(base.counters)
+        self.jobs = {j: list(v) for j, v in base.jobs.items()}
         self._added: dict[str, list[dict[str, Any]]] = {}
         self._removed: set[str] = set()
+        self._deferred: set[str] = set()
         self.committed = False
 
     def reserve(self, counter: str, n: int = 1) -> int:
@@ -132,24 +144,44 @@ class Transaction:
         kept = [e for e in self.base.entries(table) if e["path"] not in self._removed]
         return kept + [e for e in self._added.get(table, []) if e["path"] not in self._removed]
 
-    def commit(self) -> Manifest:
+    def mark_done(self, job: str, unit: str) -> None:
+        """Record that ``unit`` of ``job`` finished (published with the next commit)."""
+        self.jobs.setdefault(job, []).append(unit)
+
+    def reset_job(self, job: str) -> None:
+        """Forget the finished units of ``job`` (a restart from scratch)."""
+        self.jobs.pop(job, None)
+
+    def commit(self, delete: bool = True) -> Manifest:
         """Atomically publish the new snapshot, then delete superseded files.
 
+        With ``delete=False`` superseded files stay on disk until :meth:`delete_superseded` (or the
+        next writer's garbage collection): workers may still be reading them.
         The transaction stays usable: later changes build on the snapshot just published.
         """
         files = {t: self.live_entries(t) for t in set(self.base.files) | set(self._added)}
-        new = Manifest(version=self.base.version + 1, counters=self.counters, files=files)
+        new = Manifest(
+            version=self.base.version + 1, counters=self.counters, files=files, jobs=self.jobs
+        )
         # Data files and their directory entries must be durable before the manifest points at
         # them. One sync() costs less than an fsync per file when a commit adds thousands.
         if self._added:
             os.sync()
         atomic_write_bytes(self.root / layout.MANIFEST, new.to_bytes())
         self.committed = True
-        for rel in self._removed:
+        self._deferred |= self._removed
+        self.base, self._added, self._removed = new, {}, set()
+        self.jobs = {j: list(v) for j, v in new.jobs.items()}
+        if delete:
+            self.delete_superseded()
+        return new
+
+    def delete_superseded(self) -> None:
+        """Delete the files that published commits dropped."""
+        for rel in self._deferred:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / rel).unlink()
-        self.base, self._added, self._removed = new, {}, set()
-        return new
+        self._deferred = set()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,194 @@
+"""The job runner: run a job's units serially or in a process pool, resumably.
+
+A *job* splits its work into units (one HEALPix partition plus its margin, or a group of frames).
+Each unit is a pure function of the committed snapshot: it reads files, writes new files under
+fresh names and returns a :class:`UnitOutput` saying which files to add to and drop from which
+table. Only the runner (one process, holding the store's writer lock) commits. A finished unit's
+key is committed in the manifest together with its output files — the resume marker and the data
+become visible in one atomic step, so an interrupted job restarts exactly where it stopped and
+never applies a unit twice (``restart=True`` starts over). The markers of a job that completes
+are dropped in its last commit. The runner keeps at most
+``2 * workers`` units in flight, so memory is bounded by a few units, never the store.
+
+Any ``concurrent.futures.Executor`` can run the units: a process pool locally, or a Dask
+``distributed.Client.get_executor()`` over a shared file system — the jobs do not change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from lcdb import manifest
+from lcdb.errors import UsageError
+from lcdb.store import Store
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnitOutput:
+    """What one unit produced.
+
+    Attributes
+    ----------
+    key : str
+        The unit's key (its resume marker).
+    add : list
+        ``(table, absolute path, rows, extra entry fields)`` of files written.
+    remove : list
+        ``(table, relative path)`` of live files the unit supersedes.
+    stats : dict
+        Numbers the job sums into its summary.
+    """
+
+    key: str
+    add: list[tuple[str, str, int, dict[str, Any]]] = field(default_factory=list)
+    remove: list[tuple[str, str]] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class Job(Protocol):
+    """A unit-parallel job (picklable: it is sent to the workers)."""
+
+    name: str
+
+    def units(self, store: Store) -> list[tuple[str, Any]]:
+        """``(key, payload)`` of every unit; payloads carry the file lists a unit reads."""
+
+    def run_unit(self, root: str, key: str, payload: Any) -> UnitOutput:
+        """Do one unit's work (in a worker process)."""
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How to run a job.
+
+    Parameters
+    ----------
+    workers : int
+        Worker processes (1: run in this process).
+    restart : bool
+        Ignore the resume markers of an earlier, interrupted run.
+    progress : bool
+        Show a progress bar.
+    commit_every : int
+        Commit after this many finished units (and at the end).
+    """
+
+    workers: int = 1
+    restart: bool = False
+    progress: bool = True
+    commit_every: int = 8
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.workers < 1:
+            problems.append(f"--jobs must be >= 1, got {self.workers}")
+        if self.commit_every < 1:
+            problems.append(f"commit_every must be >= 1, got {self.commit_every}")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+@dataclass
+class JobSummary:
+    """Totals of a job run."""
+
+    job: str
+    units: int = 0
+    resumed: int = 0
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class _SerialExecutor(Executor):
+    """Runs each submitted call at once, in this process."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future
+            fut.set_exception(exc)
+        return fut
+
+
+def run_job(
+    store: Store,
+    job: Job,
+    options: RunnerOptions | None = None,
+    executor: Executor | None = None,
+) -> JobSummary:
+    """Run every unfinished unit of ``job`` and commit their outputs; returns the totals."""
+    options = options or RunnerOptions()
+    summary = JobSummary(job=job.name)
+    with manifest.transaction(store.root) as tx:
+        if options.restart:
+            tx.reset_job(job.name)
+        done = set(tx.jobs.get(job.name, []))
+        units = job.units(store)
+        todo = [(k, p) for k, p in units if k not in done]
+        summary.resumed = len(units) - len(todo)
+        if summary.resumed:
+            _log.info(
+                "%s: resuming, %d of %d unit(s) already done", job.name, summary.resumed, len(units)
+            )
+        own = executor is None
+        if own:
+            executor = (
+                ProcessPoolExecutor(options.workers) if options.workers > 1 else _SerialExecutor()
+            )
+        bar = tqdm(total=len(todo), desc=job.name, unit="unit", disable=not options.progress)
+        pending_commit = 0
+        try:
+            for out in _bounded(executor, job, str(store.root), todo, 2 * options.workers):
+                for table, path, rows, extra in out.add:
+                    tx.add(table, Path(path), rows, **extra)
+                for table, rel in out.remove:
+                    tx.remove(table, rel)
+                tx.mark_done(job.name, out.key)
+                for k, v in out.stats.items():
+                    summary.stats[k] = summary.stats.get(k, 0) + v
+                summary.units += 1
+                pending_commit += 1
+                bar.update(1)
+                if pending_commit >= options.commit_every:
+                    tx.commit(delete=False)  # other units may still read superseded files
+                    pending_commit = 0
+            # The job is complete: drop its markers in the same commit as its last outputs, so the
+            # next run (e.g. after new frames arrive) starts afresh.
+            tx.reset_job(job.name)
+            tx.commit(delete=False)
+            tx.delete_superseded()
+        finally:
+            bar.close()
+            if own:
+                executor.shutdown(wait=True, cancel_futures=True)
+    store.refresh()
+    return summary
+
+
+def _bounded(
+    executor: Executor, job: Job, root: str, todo: list[tuple[str, Any]], limit: int
+) -> Iterator[UnitOutput]:
+    """Submit units keeping at most ``limit`` in flight; yield outputs as they finish."""
+    queue = iter(todo)
+    in_flight: set[Future] = set()
+    while True:
+        while len(in_flight) < max(limit, 1):
+            try:
+                key, payload = next(queue)
+            except StopIteration:
+                break
+            in_flight.add(executor.submit(job.run_unit, root, key, payload))
+        if not in_flight:
+            return
+        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            yield fut.result()
