@@ -106,7 +106,7 @@ def _register_survey(sim_sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --refcat, do not add synthetic stars below the catalogue's limit",
     )
-    s.add_argument("--nights", type=int, default=10, help="number of nights (10)")
+    s.add_argument("--nights", type=int, default=20, help="number of nights (20)")
     s.add_argument("--night-spacing", type=float, default=3.0, help="mean days between nights")
     s.add_argument("--start-mjd", type=float, help="first night (default: field at opposition)")
     s.add_argument("--exptime", help="exposure time(s), s, comma-separated (preset's)")

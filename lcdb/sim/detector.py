@@ -17,7 +17,7 @@ the nonlinearity. Maps are float32 so a full 9576x6388 frame stays within a few 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -184,7 +184,21 @@ def _defect_pixels(det: Detector, fraction: float, rng: np.random.Generator) -> 
 
 
 def make_detector_truth(det: Detector, rng: np.random.Generator) -> DetectorTruth:
-    """Draw the per-pixel maps of ``det`` (bias pattern, gain, read noise, dark, flat, defects)."""
+    """Draw the per-pixel maps of ``det``.
+
+    Parameters
+    ----------
+    det
+        The detector parameters.
+    rng
+        Random generator (the only source of randomness).
+
+    Returns
+    -------
+    DetectorTruth
+        Bias pattern, gain, read noise, dark current, flat, nonlinearity, RTN pixels and the
+        static mask of hot, dead and RTN pixels.
+    """
     ny, nx = det.shape
     xs = np.arange(nx, dtype=np.float32)
     ys = np.arange(ny, dtype=np.float32)
@@ -225,9 +239,9 @@ def make_detector_truth(det: Detector, rng: np.random.Generator) -> DetectorTrut
     flat = _normal(rng, det.shape)
     flat *= det.prnu
     flat += 1.0
-    rho_x = ((xs - (nx - 1) / 2) / max((nx - 1) / 2, 1)) ** 2 / 2
-    rho_y = ((ys - (ny - 1) / 2) / max((ny - 1) / 2, 1)) ** 2 / 2
-    flat *= 1.0 - det.vignetting * (rho_y[:, None] + rho_x[None, :])
+    corner2 = max(((nx - 1) ** 2 + (ny - 1) ** 2) / 4, 1)  # radial, 1 - vignetting at corners
+    rho2_x, rho2_y = (xs - (nx - 1) / 2) ** 2 / corner2, (ys - (ny - 1) / 2) ** 2 / corner2
+    flat *= 1.0 - det.vignetting * (rho2_y[:, None] + rho2_x[None, :])
     dead = _defect_pixels(det, det.dead_pixel_fraction, rng)
     flat.ravel()[dead] *= rng.uniform(0.0, 0.3, dead.size).astype(np.float32)
 
@@ -376,6 +390,53 @@ def render_flat(
         return np.full((r1 - r0, det.nx), level_e, dtype=np.float32)
 
     return read_out(det, truth, rng, exptime=exptime, light=light).image
+
+
+class CalibFrame(NamedTuple):
+    """One planned calibration frame: ``kind`` (BIAS, DARK or FLAT), file ``name``, exposure
+    time (s) and, for flats, the linear level (ADU above bias at unit response and mean gain)."""
+
+    kind: str
+    name: str
+    exptime: float
+    level_adu: float
+
+
+def calibration_plan(
+    n_bias: int,
+    n_dark: int,
+    dark_exptimes: Sequence[float],
+    flat_levels: Sequence[float],
+    flat_rate_adu_per_s: float,
+) -> list[CalibFrame]:
+    """Bias stack, ``n_dark`` darks per exposure time, and a flat pair per level of the
+    exposure ladder (``exptime = level / flat_rate_adu_per_s``), in acquisition order."""
+    plan = [CalibFrame("BIAS", f"bias-{k:04d}", 0.0, 0.0) for k in range(n_bias)]
+    for t in dark_exptimes:
+        plan += [
+            CalibFrame("DARK", f"dark-{t:06.1f}s-{k:02d}", float(t), 0.0) for k in range(n_dark)
+        ]
+    for level in flat_levels:
+        exptime = level / flat_rate_adu_per_s
+        plan += [
+            CalibFrame("FLAT", f"flat-{level:05.0f}-{k}", exptime, float(level)) for k in (0, 1)
+        ]
+    return plan
+
+
+def render_calibration(
+    det: Detector,
+    truth: DetectorTruth,
+    item: CalibFrame,
+    rng: np.random.Generator,
+    deposits: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Render the calibration frame ``item`` of :func:`calibration_plan` (uint16)."""
+    if item.kind == "BIAS":
+        return render_bias(det, truth, rng)
+    if item.kind == "DARK":
+        return render_dark(det, truth, item.exptime, rng, deposits)
+    return render_flat(det, truth, item.level_adu, item.exptime, rng)
 
 
 def detector_summary(det: Detector, truth: DetectorTruth) -> dict[str, Any]:

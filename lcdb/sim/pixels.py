@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -295,19 +295,9 @@ def make_tracks(config: PixelSimConfig, rng: np.random.Generator) -> list[dict[s
     for _ in range(config.n_tracks):
         px, py, theta = rng.uniform(0, nx - 1), rng.uniform(0, ny - 1), rng.uniform(0, np.pi)
         c, s = np.cos(theta), np.sin(theta)
-        ends = [
-            (e - p) / d
-            for p, d, n in ((px, c, nx), (py, s, ny))
-            if abs(d) > 1e-12
-            for e in (-0.5, n - 0.5)
-        ]
-        ends = [
-            t
-            for t in ends
-            if -0.5 - 1e-6 <= px + t * c <= nx - 0.5 + 1e-6
-            and -0.5 - 1e-6 <= py + t * s <= ny - 0.5 + 1e-6
-        ]
-        t0, t1 = min(ends), max(ends)
+        slabs = [sorted(((-0.5 - p) / d, (n - 0.5 - p) / d))
+                 for p, d, n in ((px, c, nx), (py, s, ny)) if abs(d) > 1e-12]  # fmt: skip
+        t0, t1 = max(lo for lo, _ in slabs), min(hi for _, hi in slabs)
         width, peak = rng.uniform(*config.track_width_px), rng.uniform(*config.track_peak_adu)
         values = (px + t0 * c, py + t0 * s, px + t1 * c, py + t1 * s, theta, width, peak, px, py)
         keys = ("x0", "y0", "x1", "y1", "theta", "width_px", "peak_adu", "px", "py")
@@ -363,12 +353,32 @@ def render_science_frame(
     artefacts: bool = True,
     canvas: np.ndarray | None = None,
 ) -> ScienceFrame:
-    """Render one raw science frame of ``stars`` (star_id, ra, dec, v, bv; optional pmra,
-    pmdec in mas/yr at J2000) under ``spec``.
+    """Render one raw science frame.
 
-    ``artefacts=False`` leaves out tracks and cosmic rays; ``noise=False`` returns the float32
-    expectation and its variance. Truth ``x, y`` are 0-based (pixel centres at integers);
-    tracks are masked where they add more than half the sky-plus-read noise.
+    Parameters
+    ----------
+    config, truth
+        Simulation settings and the detector's per-pixel maps.
+    stars
+        Star list: star_id, ra, dec (deg, J2000), v, bv; optional pmra, pmdec (mas/yr),
+        applied from J2000 to the frame epoch.
+    spec
+        Pointing, epoch, seeing and sky of the frame (:func:`make_frame_spec`).
+    rng
+        Random generator of this frame (artefacts, then the detector read-out).
+    noise
+        If false, the image is the float32 expectation and ``variance`` its variance.
+    artefacts
+        If false, no satellite tracks and no cosmic rays.
+    canvas
+        Optional float32 ``(ny, nx)`` work array reused between frames.
+
+    Returns
+    -------
+    ScienceFrame
+        Image, truth mask and truth tables. Star ``x, y`` are 0-based pixel coordinates
+        (pixel centres at integers); tracks are masked where they add more than half the
+        sky-plus-read noise, cosmic rays on every pixel they hit.
     """
     det, psf = config.detector, config.psf
     ny, nx = det.shape
@@ -417,34 +427,19 @@ def render_science_frame(
     inside = np.flatnonzero((x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5))
     star_mask = mask[np.rint(y[inside]).astype(int), np.rint(x[inside]).astype(int)]
     ra_in, dec_in = wcs.all_pix2world(x[inside], y[inside], 0)
-    table = pa.table(
-        {
-            "frame": pa.array([spec.name] * inside.size, pa.string()),
-            "frame_index": np.full(inside.size, spec.index, np.int32),
-            "star_id": stars["star_id"].to_numpy()[near][inside],
-            "ra": ra_in % 360,
-            "dec": dec_in,
-            "x": x[inside],
-            "y": y[inside],
-            "v": v[inside],
-            "bv": bv[inside],
-            "flux": flux[inside],
-            "peak_adu": peak[inside],
-            "fwhm": fwhm[inside],
-            "saturated": (star_mask & Flag.SATURATED) > 0,
-            "mask": star_mask.astype(np.int32),
-        }
-    )
-    frame_col = {"frame": pa.array([spec.name] * len(tracks), pa.string())}
-    tracks_table = pa.table(
-        {**frame_col, **{k: [t[k] for t in tracks] for k in tracks[0]}}
-        if tracks
-        else {"frame": pa.array([], pa.string())}
-    )
-    if cosmics is None:
-        cosmics = pa.table({"frame": pa.array([], pa.string())})
-    else:
+    star_id = stars["star_id"].to_numpy()[near]
+    columns = {"star_id": star_id, "x": x, "y": y, "v": v, "bv": bv, "flux": flux, "peak_adu": peak,
+               "fwhm": fwhm}  # fmt: skip
+    table = pa.table({
+        "frame": pa.array([spec.name] * inside.size, pa.string()),
+        "frame_index": np.full(inside.size, spec.index, np.int32), "ra": ra_in % 360, "dec": dec_in,
+        **{k: col[inside] for k, col in columns.items()},
+        "saturated": (star_mask & Flag.SATURATED) > 0, "mask": star_mask.astype(np.int32),
+    })  # fmt: skip
+    tracks_table = pa.Table.from_pylist([{"frame": spec.name, **t} for t in tracks])
+    if cosmics is not None:
         cosmics = cosmics.add_column(0, "frame", pa.array([spec.name] * cosmics.num_rows))
+    cosmics = pa.table({}) if cosmics is None else cosmics
     return ScienceFrame(readout.image, mask, readout.variance, table, tracks_table, cosmics)
 
 
@@ -482,6 +477,24 @@ def simulate_frames(
 ) -> SimulationResult:
     """Write ``config.n_frames`` raw frames, their calibration frames and the truth.
 
+    Parameters
+    ----------
+    config
+        Simulation settings.
+    out_dir
+        Output directory (created).
+    stars
+        Star list (star_id, ra, dec, v, bv) replacing the generated sky.
+    overwrite
+        Replace a simulation already in ``out_dir`` (else ``FileExistsError``).
+
+    Returns
+    -------
+    SimulationResult
+        Paths of the science and calibration frames, the truth directory, timing.
+
+    Notes
+    -----
     Layout of ``out_dir``: ``science/<channel>-NNNN.fits`` (uint16; TAN WCS, DATE-OBS,
     MJD-OBS, EXPTIME, FILTER, CHANNEL, IMAGETYP, FRAMEID, SATURATE), ``calib/bias/``,
     ``calib/dark/`` (``n_dark`` per exposure time), ``calib/flat/`` (a pair per level), and
@@ -491,8 +504,6 @@ def simulate_frames(
     ``rtn_pixels.parquet``, ``detector/{bias,gain,read_noise,dark_current,flat,nonlinearity}.fits``
     and ``detector.json``. Every frame has its own generator spawned from
     ``SeedSequence(config.seed)``, so frame ``i`` does not depend on how many frames are made.
-    ``stars`` (star_id, ra, dec, v, bv) replaces the generated sky. An existing simulation in
-    ``out_dir`` raises ``FileExistsError`` unless ``overwrite``.
     """
     start, out = time.perf_counter(), Path(out_dir)
     if any((out / d).exists() for d in ("science", "calib", "truth")):
@@ -514,20 +525,13 @@ def simulate_frames(
     rtn = {"x": rx, "y": ry, "amplitude_adu": truth.rtn_amplitude, "duty": truth.rtn_duty}
     pq.write_table(pa.table(rtn), tdir / "rtn_pixels.parquet")
     for name in ("bias", "gain", "read_noise", "dark_current", "flat", "nonlinearity"):
-        if config.truth_maps:
+        if config.truth_maps and getattr(truth, name).ndim == 2:  # a uniform c is in the json
             _write_fits(tdir / "detector" / f"{name}.fits", getattr(truth, name))
 
-    plan = (
-        dm.calibration_plan(
-            config.n_bias,
-            config.n_dark,
-            config.dark_exptimes,
-            config.flat_levels,
-            config.flat_rate_adu_per_s,
-        )
-        if config.calib
-        else []
-    )
+    plan = []
+    if config.calib:
+        plan = dm.calibration_plan(config.n_bias, config.n_dark, config.dark_exptimes,
+                                   config.flat_levels, config.flat_rate_adu_per_s)  # fmt: skip
     disable = None if config.progress is None else not config.progress
     bar = tqdm(total=config.n_frames + len(plan), desc="frames", unit="frame", disable=disable)
     canvas = np.zeros(det.shape, np.float32)
@@ -544,18 +548,8 @@ def simulate_frames(
         star_tables.append(frame.stars)
         track_tables.append(frame.tracks)
         cosmic_tables.append(frame.cosmics)
-        frame_rows.append(
-            {
-                "frame": spec.name,
-                "file": f"science/{spec.name}.fits",
-                **{
-                    k: getattr(spec, k)
-                    for k in ("mjd", "exptime", "ra0", "dec0", "fwhm_px", "sky_adu", "sky_angle")
-                },
-                "n_tracks": frame.tracks.num_rows,
-                "n_cosmics": frame.cosmics.num_rows,
-            }
-        )
+        counts = {"n_tracks": frame.tracks.num_rows, "n_cosmics": frame.cosmics.num_rows}
+        frame_rows.append({**asdict(spec), "file": f"science/{spec.name}.fits", **counts})
         bar.update()
     _write_tables(tdir / "stars.parquet", star_tables)
     _write_tables(tdir / "tracks.parquet", track_tables)
@@ -577,11 +571,6 @@ def simulate_frames(
     rows = [{"file": f"calib/{p.kind.lower()}/{p.name}.fits", **p._asdict()} for p in plan]
     _write_tables(tdir / "calib.parquet", [pa.Table.from_pylist(rows)] if rows else [])
     elapsed = time.perf_counter() - start
-    _log.info(
-        "simulated %d frames, %d calibration frames in %s (%.1f s)",
-        len(science),
-        len(plan),
-        out,
-        elapsed,
-    )
+    _log.info("simulated %d + %d calibration frames in %s (%.1f s)", len(science), len(plan),
+              out, elapsed)  # fmt: skip
     return SimulationResult(out, science, calib, tdir, stars.num_rows, elapsed)

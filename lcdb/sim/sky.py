@@ -344,13 +344,15 @@ def refcat_from_stars(
     blend_radius_arcsec: float,
     rng: np.random.Generator,
     completeness: float = 0.99,
+    listable: np.ndarray | None = None,
 ) -> tuple[pa.Table, np.ndarray]:
     """The reference catalogue a real survey would have of ``stars`` (true values).
 
     Measured V and B-V scatter by :func:`catalogue_errors`; a star is listed when its measured
     V is at most ``limit`` (and with probability ``completeness``). Positions (epoch 2000) scatter
     by 7-60 mas and proper motions by 2.5 mas/yr, as in Tycho-2. ``blended``: another star no
-    more than 2.5 mag fainter lies within ``blend_radius_arcsec``.
+    more than 2.5 mag fainter lies within ``blend_radius_arcsec``. ``listable`` (bool per star)
+    restricts the catalogue to some stars (e.g. those of a real catalogue, not synthetic ones).
 
     Returns
     -------
@@ -366,6 +368,8 @@ def refcat_from_stars(
     v_cat = col["v"] + rng.normal(0, v_err)
     bv_cat = col["bv"] + rng.normal(0, bv_err)
     listed = (v_cat <= limit) & (rng.random(n) < completeness)
+    if listable is not None:
+        listed &= np.asarray(listable, dtype=bool)
     pos_err = (7.0 + 53.0 * np.clip((col["v"] - 9.0) / 3.0, 0, 1)) / 3.6e6
     dec = col["dec"] + rng.normal(0, pos_err)
     ra = col["ra"] + rng.normal(0, pos_err) / np.maximum(np.cos(np.radians(col["dec"])), 1e-6)
