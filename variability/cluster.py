@@ -1,0 +1,467 @@
+"""``lcdb cluster``: group measurements into objects, partition by partition.
+
+Three steps, each consistent across partition borders by construction:
+
+1. **Objects** (a runner job, one unit per partition). The unit reads its partition's detections
+   plus a margin of its neighbours' (3 match radii wide), then
+   (a) keeps existing objects (incremental clustering: frames ingested later join them),
+   (b) seeds objects from reference-catalogue stars that some detection matches at its own epoch
+       (proper motion propagated), and
+   (c) clusters the remaining detections: the frame holding most of them seeds one object per
+       detection, every remaining detection within the match radius of a seed joins it, and the
+       next frames (1, 2, 4 ... per round) seed the rest; seeds move to their members' centroid.
+   It keeps only the objects whose position lies in its own partition: each object is owned by
+   exactly one partition, and both sides of a border see the same detections, so they agree.
+2. **Assignment** (a runner job per partition). Each detection of the partition goes to the
+   nearest object (of the partition or a neighbour) within the match radius at its epoch; a frame
+   contributes at most one detection per object — the closest; the others stay unassigned and
+   are counted. The partition is rewritten sorted by (object_id, mjd).
+3. **Summary**. ``n_obs`` and the mean position of objects not tied to the refcat are aggregated in
+   DuckDB over the whole store (a scan at ~45 M rows/s) and the objects table is rewritten.
+
+Object ids are the order-29 HEALPix index of the object's defining position (the refcat position
+for refcat stars, the first centroid for the others): unique, deterministic for the same data, and
+``object_id >> 2 (29 - order)`` is the owning partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.spatial import cKDTree
+
+from lcdb import healpix, layout, manifest, schema
+from lcdb.runner import JobSummary, RunnerOptions, UnitOutput, run_job
+from lcdb.store import Store
+from lcdb.tableio import read_parquet, write_parquet
+from variability import matching
+
+_log = logging.getLogger(__name__)
+
+_DET_COLUMNS = ["frame_id", "healpix_29", "ra", "dec", "object_id"]
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Parameters of a clustering run.
+
+    Parameters
+    ----------
+    radius_arcsec : float
+        Match radius (the store's ``match_radius_arcsec`` by default).
+    order : int
+        The store's partition order.
+    rebuild : bool
+        Forget existing objects and assignments and cluster everything again.
+    margin_radii : float
+        Width of the margin read from neighbouring partitions, in match radii.
+    """
+
+    radius_arcsec: float
+    order: int
+    rebuild: bool = False
+    margin_radii: float = 3.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.radius_arcsec > 0:
+            problems.append(f"match radius must be > 0 arcsec, got {self.radius_arcsec}")
+        if not self.margin_radii >= 2:
+            problems.append(f"margin_radii must be >= 2, got {self.margin_radii}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def radius_deg(self) -> float:
+        return self.radius_arcsec / 3600.0
+
+
+def _payloads(store: Store) -> list[tuple[str, dict[str, Any]]]:
+    order = store.config.order
+    out = []
+    for pixel in store.pixels("measurements"):
+        near = set(healpix.neighbour_pixels(pixel, order))
+        out.append(
+            (
+                f"pixel={pixel}",
+                {
+                    "pixel": pixel,
+                    "own": store.files("measurements", {pixel}),
+                    "neighbours": store.files("measurements", near),
+                    "refcat": store.files("refcat", near | {pixel}),
+                    "objects": store.files("objects", near | {pixel}),
+                    "own_objects": [
+                        e["path"] for e in store.manifest.entries("objects") if e["pixel"] == pixel
+                    ],
+                    "frames": store.files("frames"),
+                },
+            )
+        )
+    return out
+
+
+def _epochs(frame_files: list[str], frame_id: np.ndarray) -> np.ndarray:
+    """Julian year of each detection's frame (mid-exposure)."""
+    t = read_parquet(frame_files, columns=["frame_id", "mjd"])
+    ids = t.column("frame_id").to_numpy()
+    order = np.argsort(ids)
+    pos = np.searchsorted(ids[order], frame_id)
+    return matching.mjd_to_year(t.column("mjd").to_numpy()[order][pos])
+
+
+def _read_detections(payload: dict, config: ClusterConfig) -> dict[str, np.ndarray]:
+    """The partition's own detections and the margin rows of its neighbours (``own`` flag)."""
+    own = read_parquet(payload["own"], columns=_DET_COLUMNS)
+    parts = [own]
+    if payload["neighbours"]:
+        nb = read_parquet(payload["neighbours"], columns=_DET_COLUMNS)
+        ring, m = healpix.margin_pixels(
+            payload["pixel"], config.order, config.margin_radii * config.radius_deg
+        )
+        sel = np.isin(nb.column("healpix_29").to_numpy() >> (2 * (29 - m)), ring)
+        parts.append(nb.filter(pa.array(sel)))
+    det = {
+        c: np.concatenate([p.column(c).to_numpy(zero_copy_only=False) for p in parts])
+        for c in ("frame_id", "healpix_29", "ra", "dec")
+    }
+    obj = pa.concat_arrays([p.column("object_id").combine_chunks() for p in parts])
+    det["object_id"] = (
+        np.full(len(obj), -1, np.int64)
+        if config.rebuild
+        else pc.fill_null(obj, -1).to_numpy(zero_copy_only=False)
+    )
+    det["own"] = np.zeros(det["ra"].size, bool)
+    det["own"][: own.num_rows] = True
+    det["year"] = _epochs(payload["frames"], det["frame_id"])
+    return det
+
+
+def _read_refcat(files: list[str]) -> dict[str, np.ndarray]:
+    cols = ["ref_id", "ra", "dec", "pmra", "pmdec", "epoch"]
+    if not files:
+        return {c: np.empty(0) for c in cols}
+    t = read_parquet(files, columns=cols)
+    return {
+        c: t.column(c)
+        .to_numpy(zero_copy_only=False)
+        .astype(np.int64 if c == "ref_id" else np.float64)
+        for c in cols
+    }
+
+
+def _read_objects(files: list[str], rebuild: bool) -> pa.Table:
+    if rebuild or not files:
+        return schema.empty("objects")
+    return read_parquet(files).select(schema.OBJECTS.names)
+
+
+def _free_clusters(
+    ra: np.ndarray, dec: np.ndarray, frame: np.ndarray, radius_deg: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster detections without a catalogue counterpart; returns centroid ra, dec.
+
+    Seeds come from whole frames, richest first (a frame holds at most one detection of a star,
+    so its detections are distinct objects), in rounds of 1, 2, 4 ... frames; every remaining
+    detection within the radius of a seed joins it. Two centroid updates follow.
+    """
+    xyz = matching.unit_vectors(ra, dec)
+    remaining = np.arange(ra.size)
+    seeds: list[np.ndarray] = []
+    per_round = 1
+    r_chord = matching.chord(radius_deg)
+    while remaining.size:
+        frames, counts = np.unique(frame[remaining], return_counts=True)
+        top = frames[np.lexsort((frames, -counts))][:per_round]
+        old = cKDTree(np.concatenate(seeds)) if seeds else None
+        new: list[np.ndarray] = []
+        for f in top:
+            cand = xyz[remaining[frame[remaining] == f]]
+            if old is not None:
+                d, _ = old.query(cand, distance_upper_bound=r_chord)
+                cand = cand[~np.isfinite(d)]
+            if new and cand.size:
+                d, _ = cKDTree(np.concatenate(new)).query(cand, distance_upper_bound=r_chord)
+                cand = cand[~np.isfinite(d)]
+            if cand.size:
+                new.append(cand)
+        if new:
+            seeds.append(np.concatenate(new))
+        tree = cKDTree(np.concatenate(seeds))
+        d, _ = tree.query(xyz[remaining], distance_upper_bound=r_chord)
+        remaining = remaining[~np.isfinite(d)]
+        per_round *= 2
+    if not seeds:
+        return np.empty(0), np.empty(0)
+    centres = np.concatenate(seeds)
+    for _ in range(2):  # move each seed to the centroid of the detections nearest to it
+        d, idx = cKDTree(centres).query(xyz, distance_upper_bound=r_chord)
+        hit = np.isfinite(d)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, idx[hit], xyz[hit])
+        filled = np.linalg.norm(sums, axis=1) > 0
+        centres = sums[filled] / np.linalg.norm(sums[filled], axis=1)[:, None]
+    c_ra = np.degrees(np.arctan2(centres[:, 1], centres[:, 0])) % 360.0
+    c_dec = np.degrees(np.arcsin(np.clip(centres[:, 2], -1, 1)))
+    return c_ra, c_dec
+
+
+def _unique_ids(wanted: np.ndarray, taken: set[int]) -> np.ndarray:
+    """Make ids unique (deterministically bumping the rare collisions)."""
+    out = wanted.copy()
+    seen = set(taken)
+    for i, v in enumerate(out.tolist()):
+        while v in seen:
+            v += 1
+        out[i] = v
+        seen.add(v)
+    return out
+
+
+@dataclass(frozen=True)
+class ObjectsJob:
+    """Step 1: decide the objects owned by each partition."""
+
+    config: ClusterConfig
+    name: str = "cluster-objects"
+
+    def units(self, store: Store) -> list[tuple[str, Any]]:
+        return _payloads(store)
+
+    def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
+        cfg = self.config
+        det = _read_detections(payload, cfg)
+        existing = _read_objects(payload["objects"], cfg.rebuild)
+        refcat = _read_refcat(payload["refcat"])
+        free = det["object_id"] < 0
+        # (a) detections near an existing object are accounted for.
+        if existing.num_rows and free.any():
+            tree = cKDTree(
+                matching.unit_vectors(existing["ra"].to_numpy(), existing["dec"].to_numpy())
+            )
+            idx, _ = matching.nearest_within(
+                tree, matching.unit_vectors(det["ra"][free], det["dec"][free]), cfg.radius_deg
+            )
+            free[np.flatnonzero(free)[idx >= 0]] = False
+        # (b) refcat stars matched by a detection at its epoch become objects.
+        known_refs = set(pc.drop_null(existing["ref_id"]).to_pylist())
+        usable = ~np.isin(refcat["ref_id"], list(known_refs))
+        cat = {k: v[usable] for k, v in refcat.items()}
+        idx, _ = matching.nearest_moving(
+            det["ra"][free], det["dec"][free], det["year"][free], cat, cfg.radius_deg
+        )
+        matched_refs = np.unique(idx[idx >= 0])
+        free[np.flatnonzero(free)[idx >= 0]] = False
+        # (c) the rest are clustered among themselves.
+        c_ra, c_dec = _free_clusters(
+            det["ra"][free], det["dec"][free], det["frame_id"][free], cfg.radius_deg
+        )
+        new_ra = np.concatenate([cat["ra"][matched_refs], c_ra])
+        new_dec = np.concatenate([cat["dec"][matched_refs], c_dec])
+        ref_ids = np.concatenate([cat["ref_id"][matched_refs], np.full(c_ra.size, -1)])
+        idx29 = healpix.healpix29(new_ra, new_dec, threads=1)
+        mine = healpix.coarsen(idx29, cfg.order) == payload["pixel"]
+        taken = set(existing["object_id"].to_pylist())
+        ids = _unique_ids(idx29[mine], taken)
+        new = pa.table(
+            {
+                "object_id": pa.array(ids, pa.int64()),
+                "healpix_29": pa.array(idx29[mine], pa.int64()),
+                "ra": pa.array(new_ra[mine]),
+                "dec": pa.array(new_dec[mine]),
+                "n_obs": pa.array(np.zeros(int(mine.sum()), np.int32)),
+                "ref_id": pa.array(ref_ids[mine], pa.int64(), mask=ref_ids[mine] < 0),
+            }
+        )
+        own_old = existing.filter(
+            pc.equal(pc.shift_right(existing["object_id"], 2 * (29 - cfg.order)), payload["pixel"])
+        )
+        table = _objects_table(pa.concat_tables([own_old, _pad(new)]))
+        out = UnitOutput(key=key, stats={"objects_new": float(new.num_rows)})
+        for rel in payload["own_objects"]:
+            out.remove.append(("objects", rel))
+        if table.num_rows:
+            path = layout.new_partition_file(layout_root(root), "objects", payload["pixel"], "o")
+            write_parquet(table, path)
+            out.add.append(("objects", str(path), table.num_rows, {}))
+        return out
+
+
+def layout_root(root: str):
+    """Path of a store root given as a string (units receive strings: they are pickled)."""
+    from pathlib import Path
+
+    return Path(root)
+
+
+def _pad(t: pa.Table) -> pa.Table:
+    """Add the objects columns a table lacks, as nulls."""
+    for f in schema.OBJECTS:
+        if f.name not in t.column_names:
+            t = t.append_column(f.name, pa.nulls(t.num_rows, f.type))
+    return t.select(schema.OBJECTS.names).cast(schema.OBJECTS)
+
+
+def _objects_table(t: pa.Table) -> pa.Table:
+    return t.sort_by("object_id")
+
+
+@dataclass(frozen=True)
+class AssignJob:
+    """Step 2: assign each detection of a partition to an object; rewrite the partition."""
+
+    config: ClusterConfig
+    name: str = "cluster-assign"
+
+    def units(self, store: Store) -> list[tuple[str, Any]]:
+        return _payloads(store)
+
+    def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
+        cfg = self.config
+        data = read_parquet(payload["own"])
+        frame = data.column("frame_id").to_numpy()
+        year = _epochs(payload["frames"], frame)
+        current = data.column("object_id").combine_chunks()
+        obj_id = (
+            np.full(data.num_rows, -1, np.int64)
+            if cfg.rebuild
+            else pc.fill_null(current, -1).to_numpy(zero_copy_only=False).copy()
+        )
+        objects = (
+            read_parquet(payload["objects"]) if payload["objects"] else schema.empty("objects")
+        )
+        todo = np.flatnonzero(obj_id < 0)
+        stats = {"assigned": 0.0, "duplicates": 0.0, "unmatched": 0.0}
+        if todo.size and objects.num_rows:
+            refcat = _read_refcat(payload["refcat"])
+            cat = _object_motion(objects, refcat)
+            ra, dec = data.column("ra").to_numpy()[todo], data.column("dec").to_numpy()[todo]
+            idx, sep = matching.nearest_moving(ra, dec, year[todo], cat, cfg.radius_deg)
+            ids = np.where(idx >= 0, cat["object_id"][np.maximum(idx, 0)], -1)
+            # Already-assigned detections of the same frame and object win (incremental runs).
+            claimed = obj_id >= 0
+            group = np.concatenate([obj_id[claimed], ids])
+            frames_all = np.concatenate([frame[claimed], frame[todo]])
+            seps = np.concatenate([np.full(int(claimed.sum()), -1.0), sep])
+            keep = matching.one_per_group(group, frames_all, seps)[int(claimed.sum()) :]
+            stats["unmatched"] = float((ids < 0).sum())
+            stats["duplicates"] = float(((ids >= 0) & ~keep).sum())
+            ids = np.where(keep, ids, -1)
+            stats["assigned"] = float((ids >= 0).sum())
+            obj_id[todo] = ids
+        else:
+            stats["unmatched"] = float(todo.size)
+        mjd_order = np.lexsort((year, np.where(obj_id < 0, np.iinfo(np.int64).max, obj_id)))
+        col = pa.array(obj_id, pa.int64(), mask=obj_id < 0)
+        data = data.set_column(data.schema.get_field_index("object_id"), "object_id", col)
+        data = data.take(pa.array(mjd_order))
+        out = UnitOutput(key=key, stats=stats)
+        root_path = layout_root(root)
+        for path in payload["own"]:
+            out.remove.append(("measurements", str(layout_relpath(root_path, path))))
+        new = layout.new_partition_file(root_path, "measurements", payload["pixel"], "k")
+        write_parquet(data, new)
+        extra = {"fmin": int(frame.min()), "fmax": int(frame.max()), "sorted": "object"}
+        out.add.append(("measurements", str(new), data.num_rows, extra))
+        return out
+
+
+def layout_relpath(root, path: str) -> str:
+    import os
+
+    return os.path.relpath(path, root)
+
+
+def _object_motion(objects: pa.Table, refcat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Object positions with the proper motion of their refcat star (zero for the others)."""
+    n = objects.num_rows
+    ref = pc.fill_null(objects["ref_id"], -1).to_numpy()
+    pmra, pmdec, epoch = np.zeros(n), np.zeros(n), np.full(n, 2000.0)
+    ra, dec = objects["ra"].to_numpy().copy(), objects["dec"].to_numpy().copy()
+    if refcat["ref_id"].size:
+        order = np.argsort(refcat["ref_id"])
+        pos = np.clip(np.searchsorted(refcat["ref_id"][order], ref), 0, order.size - 1)
+        hit = (ref >= 0) & (refcat["ref_id"][order][pos] == ref)
+        src = order[pos[hit]]
+        pmra[hit] = np.nan_to_num(refcat["pmra"][src])
+        pmdec[hit] = np.nan_to_num(refcat["pmdec"][src])
+        epoch[hit] = refcat["epoch"][src]
+        ra[hit], dec[hit] = refcat["ra"][src], refcat["dec"][src]
+    return {
+        "object_id": objects["object_id"].to_numpy(),
+        "ra": ra,
+        "dec": dec,
+        "pmra": pmra,
+        "pmdec": pmdec,
+        "epoch": epoch,
+    }
+
+
+def _summarise_objects(store: Store) -> int:
+    """Step 3: n_obs and mean positions from the assigned measurements; drop empty objects."""
+    stats = store.sql(
+        "SELECT object_id, count(*)::INTEGER AS n, avg(ra) AS ra_mean, avg(dec) AS dec_mean "
+        "FROM measurements WHERE object_id IS NOT NULL GROUP BY object_id"
+    )
+    counts = {k: i for i, k in enumerate(stats["object_id"].to_pylist())}
+    with manifest.transaction(store.root) as tx:
+        for entry in tx.live_entries("objects"):
+            objs = read_parquet([store.root / entry["path"]])
+            rows = np.array([counts.get(k, -1) for k in objs["object_id"].to_pylist()], np.int64)
+            keep = rows >= 0
+            objs = objs.filter(pa.array(keep))
+            rows = rows[keep]
+            n = stats["n"].to_numpy()[rows]
+            free = pc.is_null(objs["ref_id"]).to_numpy(zero_copy_only=False)
+            ra = np.where(free, stats["ra_mean"].to_numpy()[rows], objs["ra"].to_numpy())
+            dec = np.where(free, stats["dec_mean"].to_numpy()[rows], objs["dec"].to_numpy())
+            objs = objs.set_column(
+                objs.schema.get_field_index("n_obs"), "n_obs", pa.array(n, pa.int32())
+            )
+            objs = objs.set_column(objs.schema.get_field_index("ra"), "ra", pa.array(ra))
+            objs = objs.set_column(objs.schema.get_field_index("dec"), "dec", pa.array(dec))
+            tx.remove("objects", entry["path"])
+            if objs.num_rows:
+                path = layout.new_partition_file(store.root, "objects", entry["pixel"], "o")
+                write_parquet(objs, path)
+                tx.add("objects", path, objs.num_rows)
+        tx.commit()
+    store.refresh()
+    return store.count("objects")
+
+
+def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None = None) -> dict:
+    """Run the three clustering steps on ``store``; returns the summary figures."""
+    options = options or RunnerOptions()
+    if store.count("measurements") == 0:
+        from lcdb.errors import InputError
+
+        raise InputError(f"{store.root}: the store has no measurements to cluster")
+    if store.count("refcat") == 0:
+        _log.warning("no reference catalogue: objects are clustered from the detections alone")
+    s1: JobSummary = run_job(store, ObjectsJob(config), options)
+    s2: JobSummary = run_job(store, AssignJob(config), options)
+    n_objects = _summarise_objects(store)
+    summary = {
+        "objects": n_objects,
+        "objects_new": int(s1.stats.get("objects_new", 0)),
+        "assigned": int(s2.stats.get("assigned", 0)),
+        "duplicates": int(s2.stats.get("duplicates", 0)),
+        "unmatched": int(s2.stats.get("unmatched", 0)),
+        "partitions": s2.units + s2.resumed,
+    }
+    _log.info(
+        "cluster: %d objects (%d new); %d detections assigned, %d second detections of an object "
+        'in one frame left unassigned, %d without an object within %.1f"',
+        summary["objects"],
+        summary["objects_new"],
+        summary["assigned"],
+        summary["duplicates"],
+        summary["unmatched"],
+        config.radius_arcsec,
+    )
+    return summary
