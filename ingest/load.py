@@ -329,11 +329,6 @@ def _frames_table(cats: list[FrameCatalog], frame_ids: list[int], batch: int) ->
                 "ingested": now,
                 "status": "ok",
                 "status_reason": None,
-                "z0_coeffs": None,
-                "color_coeff": None,
-                "cal_rms": None,
-                "cal_chi2": None,
-                "cal_nstars": None,
             }
         )
     return pa.Table.from_pylist(rows, schema=schema.FRAMES)

@@ -59,8 +59,8 @@ class StoreConfig:
             problems.append(f"order must be an integer in 0..12, got {self.order!r}")
         if not self.match_radius_arcsec > 0:
             problems.append(f"match_radius_arcsec must be > 0, got {self.match_radius_arcsec!r}")
-        if not (isinstance(self.z0_order, int) and 0 <= self.z0_order <= 8):
-            problems.append(f"z0_order must be an integer in 0..8, got {self.z0_order!r}")
+        if not (isinstance(self.z0_order, int) and 0 <= self.z0_order <= 6):
+            problems.append(f"z0_order must be an integer in 0..6, got {self.z0_order!r}")
         if not self.blend_radius_arcsec >= 0:
             problems.append(f"blend_radius_arcsec must be >= 0, got {self.blend_radius_arcsec!r}")
         if not (isinstance(self.batch_frames, int) and self.batch_frames >= 1):

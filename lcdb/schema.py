@@ -31,11 +31,25 @@ FRAMES = pa.schema(
         ("ingested", pa.timestamp("s", tz="UTC")),
         ("status", pa.string()),
         ("status_reason", pa.string()),
+    ]
+)
+
+#: The photometric model of each frame (seed Eq. 1), written by ``lcdb calibrate`` and replaced by
+#: every ``lcdb refine`` iteration; the views join it to ``frames`` and evaluate ``z0`` from it.
+PHOTCAL = pa.schema(
+    [
+        ("frame_id", pa.int64()),
+        ("status", pa.string()),
+        ("status_reason", pa.string()),
+        ("z0_order", pa.int32()),
         ("z0_coeffs", pa.list_(pa.float64())),
         ("color_coeff", pa.float64()),
+        ("color_coeff_err", pa.float64()),
         ("cal_rms", pa.float64()),
         ("cal_chi2", pa.float64()),
         ("cal_nstars", pa.int32()),
+        ("reference", pa.string()),
+        ("iteration", pa.int32()),
     ]
 )
 
@@ -53,7 +67,6 @@ MEASUREMENTS = pa.schema(
         ("fwhm", pa.float32()),
         ("background", pa.float32()),
         ("object_id", pa.int64()),
-        ("z0", pa.float32()),
     ]
 )
 
@@ -107,6 +120,7 @@ CANDIDATES = pa.schema(
 
 SCHEMAS: dict[str, pa.Schema] = {
     "frames": FRAMES,
+    "photcal": PHOTCAL,
     "measurements": MEASUREMENTS,
     "refcat": REFCAT,
     "objects": OBJECTS,
@@ -125,7 +139,6 @@ PARQUET_ENCODINGS = {
     "flux_err": "BYTE_STREAM_SPLIT",
     "fwhm": "BYTE_STREAM_SPLIT",
     "background": "BYTE_STREAM_SPLIT",
-    "z0": "BYTE_STREAM_SPLIT",
 }
 
 

@@ -203,12 +203,10 @@ class Store:
         if not files:
             return self.sql(sqlfiles.load("lightcurve_position_empty"))
         lo, hi = _index_bounds(ra, dec, radius_deg)
-        frames = self.files("frames")
         return self.sql(
             sqlfiles.load("lightcurve_position"),
             {
                 "files": files,
-                "frame_files": frames,
                 "ra": float(ra),
                 "dec": float(dec),
                 "radius_deg": radius_deg,

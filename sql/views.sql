@@ -1,13 +1,41 @@
 -- views.sql: the public views and macros of an lcdb store.
 --
--- lcdb.store registers the base relations _frames, _measurements, _refcat, _objects and
--- _candidates (Parquet files listed by the store's manifest, hive column `pixel`) and the scalar
--- function lcdb_cone_pixels(ra, dec, radius_deg) -> BIGINT[] (partitions overlapping a cone);
--- this file defines everything users query on top of them.
+-- lcdb.store registers the base relations _frames, _photcal, _measurements, _refcat, _objects
+-- and _candidates (Parquet files listed by the store's manifest, hive column `pixel`) and the
+-- scalar function lcdb_cone_pixels(ra, dec, radius_deg) -> BIGINT[] (partitions overlapping a
+-- cone); this file defines everything users query on top of them.
 
--- One row per frame (docs/formats.md §3).
+-- The frame zero-point polynomial Z0(xn, yn) of seed Eq. 1 for coefficient list c (terms by total
+-- degree, then by the power of yn: 1, xn, yn, xn^2, xn yn, yn^2, ...; orders up to 6), with
+-- xn = 2 x / (naxis1 - 1) - 1 and yn likewise (variability.photcal uses the same basis).
+CREATE OR REPLACE TEMP MACRO z0_poly(c, xn, yn) AS
+    coalesce(c[1], 0) + coalesce(c[2], 0)*xn + coalesce(c[3], 0)*yn + coalesce(c[4], 0)*xn*xn
+    + coalesce(c[5], 0)*xn*yn + coalesce(c[6], 0)*yn*yn + coalesce(c[7], 0)*xn*xn*xn
+    + coalesce(c[8], 0)*xn*xn*yn + coalesce(c[9], 0)*xn*yn*yn + coalesce(c[10], 0)*yn*yn*yn
+    + coalesce(c[11], 0)*xn*xn*xn*xn + coalesce(c[12], 0)*xn*xn*xn*yn
+    + coalesce(c[13], 0)*xn*xn*yn*yn + coalesce(c[14], 0)*xn*yn*yn*yn
+    + coalesce(c[15], 0)*yn*yn*yn*yn + coalesce(c[16], 0)*xn*xn*xn*xn*xn
+    + coalesce(c[17], 0)*xn*xn*xn*xn*yn + coalesce(c[18], 0)*xn*xn*xn*yn*yn
+    + coalesce(c[19], 0)*xn*xn*yn*yn*yn + coalesce(c[20], 0)*xn*yn*yn*yn*yn
+    + coalesce(c[21], 0)*yn*yn*yn*yn*yn + coalesce(c[22], 0)*xn*xn*xn*xn*xn*xn
+    + coalesce(c[23], 0)*xn*xn*xn*xn*xn*yn + coalesce(c[24], 0)*xn*xn*xn*xn*yn*yn
+    + coalesce(c[25], 0)*xn*xn*xn*yn*yn*yn + coalesce(c[26], 0)*xn*xn*yn*yn*yn*yn
+    + coalesce(c[27], 0)*xn*yn*yn*yn*yn*yn + coalesce(c[28], 0)*yn*yn*yn*yn*yn*yn;
+
+-- Z0 at pixel (x, y) of a frame of naxis1 x naxis2 pixels with coefficients c.
+CREATE OR REPLACE TEMP MACRO z0_at(c, x, y, naxis1, naxis2) AS
+    z0_poly(c, 2.0 * x / (naxis1 - 1) - 1.0, 2.0 * y / (naxis2 - 1) - 1.0);
+
+-- One row per frame (docs/formats.md §3) with its photometric model once `lcdb calibrate` ran;
+-- `status` is the calibration's verdict where there is one.
 CREATE OR REPLACE TEMP VIEW frames AS
-SELECT * FROM _frames;
+SELECT
+    f.* EXCLUDE (status, status_reason),
+    coalesce(p.status, f.status) AS status,
+    coalesce(p.status_reason, f.status_reason) AS status_reason,
+    p.* EXCLUDE (frame_id, status, status_reason)
+FROM _frames AS f
+LEFT JOIN _photcal AS p USING (frame_id);
 
 -- Per-frame photometry, with instrumental magnitudes derived from the stored ADU/s fluxes.
 CREATE OR REPLACE TEMP VIEW measurements AS
@@ -26,9 +54,9 @@ SELECT * FROM _objects;
 CREATE OR REPLACE TEMP VIEW candidates AS
 SELECT * FROM _candidates;
 
--- Light curves: measurements with their frame's time and filter and, once `lcdb calibrate` and
--- `lcdb colours` have run, the calibrated magnitude of seed Eq. 1 solved for V:
--- V = instrumental - Z0(x, y) - C_frame * (B - V)_object.
+-- Light curves: measurements with their frame's time and filter, the zero point z0 = Z0(x, y) of
+-- their frame's model once `lcdb calibrate` ran, and the calibrated magnitude of seed Eq. 1 solved
+-- for V once `lcdb colours` gave the object a colour: V = instrumental - z0 - C_frame (B - V).
 CREATE OR REPLACE TEMP VIEW lightcurves AS
 SELECT
     m.object_id,
@@ -42,8 +70,9 @@ SELECT
     m.y,
     m.mag_instr,
     m.mag_err,
-    m.z0,
-    m.mag_instr - m.z0 - coalesce(f.color_coeff * o.bv, 0.0) AS mag,
+    z0_at(f.z0_coeffs, m.x, m.y, f.naxis1, f.naxis2) AS z0,
+    f.color_coeff,
+    m.mag_instr - z0_at(f.z0_coeffs, m.x, m.y, f.naxis1, f.naxis2) - f.color_coeff * o.bv AS mag,
     m.flags,
     f.status AS frame_status,
     m.pixel,
