@@ -100,6 +100,7 @@ OBJECTS = pa.schema(
         ("v_err", pa.float32()),
         ("bv", pa.float32()),
         ("bv_err", pa.float32()),
+        ("reference", pa.bool_()),
     ]
 )
 
@@ -121,6 +122,7 @@ CANDIDATES = pa.schema(
 SCHEMAS: dict[str, pa.Schema] = {
     "frames": FRAMES,
     "photcal": PHOTCAL,
+    "photcal_staging": PHOTCAL,
     "measurements": MEASUREMENTS,
     "refcat": REFCAT,
     "objects": OBJECTS,

@@ -30,12 +30,15 @@ CREATE OR REPLACE TEMP MACRO z0_at(c, x, y, naxis1, naxis2) AS
 -- `status` is the calibration's verdict where there is one.
 CREATE OR REPLACE TEMP VIEW frames AS
 SELECT
-    f.* EXCLUDE (status, status_reason),
+    f.frame_id, f.frame_name, f.file, f.sha256, f.channel, f.filter, f.mjd, f.exptime,
+    f.naxis1, f.naxis2, f.ra0, f.dec0, f.airmass, f.n_meas, f.fwhm, f.background, f.batch,
+    f.ingested,
     coalesce(p.status, f.status) AS status,
     coalesce(p.status_reason, f.status_reason) AS status_reason,
-    p.* EXCLUDE (frame_id, status, status_reason)
+    p.z0_order, p.z0_coeffs, p.color_coeff, p.color_coeff_err, p.cal_rms, p.cal_chi2,
+    p.cal_nstars, p.reference, p.iteration
 FROM _frames AS f
-LEFT JOIN _photcal AS p USING (frame_id);
+LEFT JOIN _photcal AS p ON p.frame_id = f.frame_id;
 
 -- Per-frame photometry, with instrumental magnitudes derived from the stored ADU/s fluxes.
 CREATE OR REPLACE TEMP VIEW measurements AS

@@ -1,0 +1,22 @@
+-- calibration_stars_refcat.sql: reference stars measured on every frame, for `lcdb calibrate`.
+-- A measurement qualifies when its object is tied to a refcat star with a B-V, the star is not
+-- blended in the catalogue, and the measurement carries no flag at all (not saturated, not
+-- truncated, no masked pixel, not blended on the frame). Ordered by frame for streaming.
+WITH
+matched AS (
+    SELECT m.frame_id, m.x, m.y, m.flux, m.flux_err, o.ref_id
+    FROM measurements AS m
+    JOIN objects AS o USING (object_id)
+    WHERE m.flags = 0 AND m.flux > 0 AND o.ref_id IS NOT NULL
+),
+with_catalogue AS (
+    SELECT
+        t.frame_id, t.x, t.y,
+        -2.5 * log10(t.flux) AS mag,
+        1.0857362047581294 * t.flux_err / t.flux AS mag_err,
+        r.v, r.v_err, r.bv
+    FROM matched AS t
+    JOIN refcat AS r USING (ref_id)
+    WHERE NOT r.blended AND r.bv IS NOT NULL AND r.v IS NOT NULL
+)
+SELECT * FROM with_catalogue ORDER BY frame_id;
