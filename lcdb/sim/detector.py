@@ -12,12 +12,16 @@ The signal chain of one pixel ``i`` in one exposure of ``t`` seconds::
 per-pixel DSNU); ``RTN_i`` is a two-level telegraph offset of the salt-and-pepper pixels, in its
 displaced state with probability ``duty_i`` independently in each frame. :func:`linearize` inverts
 the nonlinearity. Maps are float32 so a full 9576x6388 frame stays within a few GB.
+
+This module owns the detector parameters, its per-pixel truth maps and the read-out. The bias,
+dark and flat sequences built on :func:`read_out` are in :mod:`lcdb.sim.calibframes`; their
+names stay importable from here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -363,82 +367,6 @@ def read_out(
     return Readout(image, saturated, variance)
 
 
-def render_bias(det: Detector, truth: DetectorTruth, rng: np.random.Generator) -> np.ndarray:
-    """One zero-second bias frame (uint16)."""
-    return read_out(det, truth, rng, exptime=0.0).image
-
-
-def render_dark(
-    det: Detector,
-    truth: DetectorTruth,
-    exptime: float,
-    rng: np.random.Generator,
-    deposits: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """One dark frame of ``exptime`` seconds (uint16), with optional cosmic-ray ``deposits``."""
-    return read_out(det, truth, rng, exptime=exptime, deposits=deposits).image
-
-
-def render_flat(
-    det: Detector, truth: DetectorTruth, level_adu: float, exptime: float, rng: np.random.Generator
-) -> np.ndarray:
-    """One flat of uniform illumination giving ``level_adu`` (linear, above bias) at unit
-    response and mean gain; vignetting and PRNU come from ``truth.flat`` (uint16)."""
-    level_e = np.float32(level_adu * float(truth.gain.mean()))
-
-    def light(r0: int, r1: int) -> np.ndarray:
-        return np.full((r1 - r0, det.nx), level_e, dtype=np.float32)
-
-    return read_out(det, truth, rng, exptime=exptime, light=light).image
-
-
-class CalibFrame(NamedTuple):
-    """One planned calibration frame: ``kind`` (BIAS, DARK or FLAT), file ``name``, exposure
-    time (s) and, for flats, the linear level (ADU above bias at unit response and mean gain)."""
-
-    kind: str
-    name: str
-    exptime: float
-    level_adu: float
-
-
-def calibration_plan(
-    n_bias: int,
-    n_dark: int,
-    dark_exptimes: Sequence[float],
-    flat_levels: Sequence[float],
-    flat_rate_adu_per_s: float,
-) -> list[CalibFrame]:
-    """Bias stack, ``n_dark`` darks per exposure time, and a flat pair per level of the
-    exposure ladder (``exptime = level / flat_rate_adu_per_s``), in acquisition order."""
-    plan = [CalibFrame("BIAS", f"bias-{k:04d}", 0.0, 0.0) for k in range(n_bias)]
-    for t in dark_exptimes:
-        plan += [
-            CalibFrame("DARK", f"dark-{t:06.1f}s-{k:02d}", float(t), 0.0) for k in range(n_dark)
-        ]
-    for level in flat_levels:
-        exptime = level / flat_rate_adu_per_s
-        plan += [
-            CalibFrame("FLAT", f"flat-{level:05.0f}-{k}", exptime, float(level)) for k in (0, 1)
-        ]
-    return plan
-
-
-def render_calibration(
-    det: Detector,
-    truth: DetectorTruth,
-    item: CalibFrame,
-    rng: np.random.Generator,
-    deposits: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """Render the calibration frame ``item`` of :func:`calibration_plan` (uint16)."""
-    if item.kind == "BIAS":
-        return render_bias(det, truth, rng)
-    if item.kind == "DARK":
-        return render_dark(det, truth, item.exptime, rng, deposits)
-    return render_flat(det, truth, item.level_adu, item.exptime, rng)
-
-
 def detector_summary(det: Detector, truth: DetectorTruth) -> dict[str, Any]:
     """Scalar truths of ``det`` and ``truth`` (JSON-ready), the content of ``detector.json``."""
     rn_adu = truth.read_noise / truth.gain
@@ -473,3 +401,13 @@ def detector_summary(det: Detector, truth: DetectorTruth) -> dict[str, Any]:
         "n_rtn_pixels": int(truth.rtn_index.size),
         "flat_mean": float(truth.flat.mean(dtype=np.float64)),
     }
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve the names that moved to :mod:`lcdb.sim.calibframes` (imported lazily: it
+    imports this module)."""
+    from lcdb.sim import calibframes
+
+    if name in calibframes.__all__:
+        return getattr(calibframes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

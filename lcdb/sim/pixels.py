@@ -5,10 +5,10 @@ response and the detector's mean gain, so a perfectly reduced frame (bias and da
 linearized, multiplied by ``gain / gain.mean()``, divided by the truth flat) shows each star with
 its truth ``flux``. :func:`lcdb.sim.detector.read_out` turns light into raw ADU.
 
-The PSF is an *effective* PSF (optics, seeing and pixel response together), so sampling it at
-pixel centres gives pixel values: a Moffat core plus a broad Moffat halo holding
-``halo_fraction`` of the flux, the FWHM growing towards the corners. Stars are rendered as stamps
-whose radius grows with brightness until the profile falls below ``stamp_floor_adu``.
+This module owns the simulation settings, the frame pointing and sky, the assembly of a
+science frame and the output files. The PSF and star stamps are in :mod:`lcdb.sim.psf`, the
+satellite tracks, cosmic rays and artefact flags in :mod:`lcdb.sim.artefacts`, the calibration
+sequence in :mod:`lcdb.sim.calibframes`; their public names stay importable from here.
 """
 
 from __future__ import annotations
@@ -31,70 +31,31 @@ from tqdm import tqdm
 
 from lcdb.flags import Flag
 from lcdb.sim import detector as dm
+from lcdb.sim.artefacts import add_tracks, flag_artefacts, make_cosmics, make_tracks, track_rows
+from lcdb.sim.calibframes import calibration_plan, render_calibration
 from lcdb.sim.detector import Detector, DetectorTruth, check_rules
+from lcdb.sim.psf import PSFModel, render_stars
 from lcdb.sim.sky import synthetic_stars
 
+__all__ = [
+    "FrameSpec",
+    "PSFModel",
+    "PixelSimConfig",
+    "ScienceFrame",
+    "SimulationResult",
+    "frame_wcs",
+    "make_cosmics",
+    "make_frame_spec",
+    "make_star_list",
+    "make_tracks",
+    "render_science_frame",
+    "render_stars",
+    "simulate_frames",
+    "track_rows",
+]
+
 _log = logging.getLogger(__name__)
-_STAMP_ELEMS = 1 << 22  # stamp pixels evaluated at once (bounds memory)
 _MJD_J2000 = 51544.5
-
-
-@dataclass(frozen=True)
-class PSFModel:
-    """Moffat core (``beta``) plus a Moffat halo with ``halo_fraction`` of the flux and
-    ``halo_fwhm_factor`` times the core FWHM; the FWHM grows by ``field_variation`` (fraction)
-    from the frame centre to its corners."""
-
-    fwhm_px: float = 3.0
-    beta: float = 2.5
-    halo_fraction: float = 0.05
-    halo_fwhm_factor: float = 5.0
-    halo_beta: float = 2.5
-    field_variation: float = 0.15
-
-    def fwhm_at(self, x: np.ndarray, y: np.ndarray, nx: int, ny: int, fwhm: float) -> np.ndarray:
-        """Core FWHM (px) at 0-based pixel positions, for a central FWHM ``fwhm``."""
-        rho2 = ((x - (nx - 1) / 2) ** 2 + (y - (ny - 1) / 2) ** 2) / max(
-            ((nx - 1) ** 2 + (ny - 1) ** 2) / 4, 1
-        )
-        return fwhm * (1 + self.field_variation * np.clip(rho2, 0, 1))
-
-    def _parts(self, fwhm: np.ndarray) -> list[tuple[np.ndarray, float, float]]:
-        parts = []
-        for frac, beta, width in (
-            (1 - self.halo_fraction, self.beta, fwhm),
-            (self.halo_fraction, self.halo_beta, fwhm * self.halo_fwhm_factor),
-        ):
-            alpha = np.asarray(2 * np.sqrt(2 ** (1 / beta) - 1), width.dtype)
-            parts.append(((width / alpha) ** 2, beta, frac))
-        return parts
-
-    def profile(self, r2: np.ndarray, fwhm: np.ndarray | float) -> np.ndarray:
-        """Fraction of the flux per pixel at squared distance ``r2`` (px²) from the centre."""
-        total = np.zeros(np.broadcast_shapes(np.shape(r2), np.shape(fwhm)), np.float32)
-        for alpha2, beta, frac in self._parts(np.asarray(fwhm, dtype=np.float32)):
-            term = r2 / alpha2
-            term += 1
-            np.log(term, out=term)  # exp(-beta log(.)) is ~2x faster than np.power in float32
-            term *= np.float32(-beta)
-            np.exp(term, out=term)
-            term *= np.float32(frac * (beta - 1) / np.pi) / alpha2
-            total += term
-        return total
-
-    def encircled_energy(self, radius: np.ndarray | float, fwhm: np.ndarray | float) -> np.ndarray:
-        """Fraction of the flux within ``radius`` px (analytic, circular aperture)."""
-        r2 = np.asarray(radius, dtype=np.float64) ** 2
-        parts = self._parts(np.asarray(fwhm, dtype=np.float64))
-        return sum(frac * (1 - (1 + r2 / a2) ** (1 - b)) for a2, b, frac in parts)
-
-    def stamp_radius(self, flux: np.ndarray, fwhm: np.ndarray, floor: float) -> np.ndarray:
-        """Radius (px) beyond which each PSF component of a star of ``flux`` is below floor/2."""
-        radius = np.zeros(np.shape(flux))
-        for alpha2, beta, frac in self._parts(np.asarray(fwhm, dtype=np.float64)):
-            ratio = np.maximum(2 * flux * frac * (beta - 1) / (np.pi * alpha2 * floor), 1.0)
-            radius = np.maximum(radius, np.sqrt(alpha2 * (ratio ** (1 / beta) - 1)))
-        return radius
 
 
 @dataclass(frozen=True)
@@ -251,97 +212,6 @@ def make_star_list(config: PixelSimConfig, rng: np.random.Generator) -> pa.Table
     )
 
 
-def render_stars(
-    canvas: np.ndarray,
-    psf: PSFModel,
-    x: np.ndarray,
-    y: np.ndarray,
-    flux: np.ndarray,
-    fwhm: np.ndarray,
-    floor: float,
-    max_radius: int,
-) -> np.ndarray:
-    """Add stars (truth ADU) to ``canvas`` as stamps; return each star's peak pixel value.
-
-    Stamps come in radius classes (powers of two times the smallest) evaluated in batches.
-    """
-    r_min = int(np.ceil(np.clip(4 * fwhm.max(initial=1), 8, max_radius)))
-    radius = psf.stamp_radius(flux, fwhm, floor) / r_min
-    classes = np.minimum(r_min * 2 ** np.ceil(np.log2(np.maximum(radius, 1))), max_radius)
-    peak = np.zeros(x.size, np.float32)
-    ix, iy = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
-    ny, nx = canvas.shape
-    for r in np.unique(classes).astype(int):
-        k, width = np.arange(-r, r + 1, dtype=np.float32), 2 * r + 1
-        sel = np.flatnonzero(classes == r)
-        for part in np.array_split(sel, max(1, sel.size * width**2 // _STAMP_ELEMS)):
-            dx = (ix[part] - x[part]).astype(np.float32)[:, None] + k
-            dy = (iy[part] - y[part]).astype(np.float32)[:, None] + k
-            stamps = psf.profile(dx[:, None, :] ** 2 + dy[:, :, None] ** 2, fwhm[part, None, None])
-            stamps *= flux[part, None, None].astype(np.float32)
-            peak[part] = stamps.max(axis=(1, 2))
-            for s, cx, cy in zip(stamps, ix[part] - r, iy[part] - r, strict=True):
-                a0, b0, a1, b1 = max(0, -cx), max(0, -cy), min(width, nx - cx), min(width, ny - cy)
-                if a1 > a0 and b1 > b0:
-                    canvas[cy + b0 : cy + b1, cx + a0 : cx + a1] += s[b0:b1, a0:a1]
-    return peak
-
-
-def make_tracks(config: PixelSimConfig, rng: np.random.Generator) -> list[dict[str, float]]:
-    """Straight satellite tracks through a random point ``(px, py)`` at angle ``theta``, with
-    a Gaussian cross-section of FWHM ``width_px``; ``x0, y0, x1, y1`` are its ends on the edges."""
-    nx, ny = config.detector.nx, config.detector.ny
-    tracks = []
-    for _ in range(config.n_tracks):
-        px, py, theta = rng.uniform(0, nx - 1), rng.uniform(0, ny - 1), rng.uniform(0, np.pi)
-        c, s = np.cos(theta), np.sin(theta)
-        slabs = [sorted(((-0.5 - p) / d, (n - 0.5 - p) / d))
-                 for p, d, n in ((px, c, nx), (py, s, ny)) if abs(d) > 1e-12]  # fmt: skip
-        t0, t1 = max(lo for lo, _ in slabs), min(hi for _, hi in slabs)
-        width, peak = rng.uniform(*config.track_width_px), rng.uniform(*config.track_peak_adu)
-        values = (px + t0 * c, py + t0 * s, px + t1 * c, py + t1 * s, theta, width, peak, px, py)
-        keys = ("x0", "y0", "x1", "y1", "theta", "width_px", "peak_adu", "px", "py")
-        tracks.append({k: float(v) for k, v in zip(keys, values, strict=True)})
-    return tracks
-
-
-def track_rows(
-    track: dict[str, float], r0: int, r1: int, nx: int, floor: float
-) -> tuple[slice, np.ndarray]:
-    """Columns and truth-ADU values of ``track`` on rows ``r0:r1``, down to ``floor``."""
-    sigma = track["width_px"] / 2.3548
-    reach = sigma * np.sqrt(2 * np.log(max(track["peak_adu"] / floor, 1.0))) + 1
-    c, s = np.cos(track["theta"]), np.sin(track["theta"])
-    cols = slice(0, nx)
-    if abs(s) > 1e-3:
-        xs = [track["px"] + (y - track["py"]) * c / s for y in (r0, r1 - 1)]
-        lo = max(0, int(np.floor(min(xs) - reach / abs(s))))
-        cols = slice(lo, max(lo, min(nx, int(np.ceil(max(xs) + reach / abs(s))) + 1)))
-    xx = np.arange(cols.start, cols.stop, dtype=np.float32)[None, :] - np.float32(track["px"])
-    yy = np.arange(r0, r1, dtype=np.float32)[:, None] - np.float32(track["py"])
-    d = (yy * np.float32(c) - xx * np.float32(s)) / np.float32(sigma)
-    return cols, np.float32(track["peak_adu"]) * np.exp(np.float32(-0.5) * d * d)
-
-
-def make_cosmics(
-    config: PixelSimConfig, exptime: float, rng: np.random.Generator
-) -> tuple[tuple[np.ndarray, np.ndarray], pa.Table]:
-    """Cosmic-ray hits of 1-8 px: ``(sorted flat index, electrons)`` and a truth table."""
-    nx, ny = config.detector.nx, config.detector.ny
-    n = int(rng.poisson(config.cosmic_rate * nx * ny / 1e6 * exptime))
-    x0, y0, angle = rng.uniform(0, nx, n), rng.uniform(0, ny, n), rng.uniform(0, 2 * np.pi, n)
-    length = np.minimum(rng.geometric(0.4, n), 8)
-    steps = np.arange(8)
-    xs = np.floor(x0[:, None] + steps * np.cos(angle)[:, None]).astype(np.int64)
-    ys = np.floor(y0[:, None] + steps * np.sin(angle)[:, None]).astype(np.int64)
-    keep = (steps < length[:, None]) & (xs >= 0) & (xs < nx) & (ys >= 0) & (ys < ny)
-    energy = np.where(keep, config.cosmic_e * np.exp(rng.normal(0, 0.5, (n, 8))), 0.0)
-    idx, inverse = np.unique((ys * nx + xs)[keep], return_inverse=True)
-    deposit = np.bincount(inverse, weights=energy[keep], minlength=idx.size).astype(np.float32)
-    table = {"x": x0, "y": y0, "length_px": length, "angle": angle, "electrons": energy.sum(1)}
-    return (idx, deposit), pa.table(table)
-
-
 def render_science_frame(
     config: PixelSimConfig,
     truth: DetectorTruth,
@@ -409,21 +279,14 @@ def render_science_frame(
 
     def light(r0: int, r1: int) -> np.ndarray:
         out = canvas[r0:r1] + (np.float32(spec.sky_adu) + sky_y[r0:r1, None] + sky_x[None, :])
-        for track in tracks:
-            cols, values = track_rows(track, r0, r1, nx, config.stamp_floor_adu)
-            out[:, cols] += values
-            mask[r0:r1, cols] |= np.where(values > mask_floor, np.uint16(Flag.TRACK), 0).astype(
-                np.uint16
-            )
+        add_tracks(out, mask, tracks, r0, r1, config.stamp_floor_adu, mask_floor)
         out *= g_mean
         return out
 
     readout = dm.read_out(
         det, truth, rng, exptime=spec.exptime, light=light, deposits=deposits, noise=noise
     )
-    mask[readout.saturated] |= np.uint16(Flag.SATURATED)
-    if deposits is not None:
-        mask.ravel()[deposits[0]] |= np.uint16(Flag.COSMIC_RAY)
+    flag_artefacts(mask, readout.saturated, deposits)
     inside = np.flatnonzero((x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5))
     star_mask = mask[np.rint(y[inside]).astype(int), np.rint(x[inside]).astype(int)]
     ra_in, dec_in = wcs.all_pix2world(x[inside], y[inside], 0)
@@ -530,7 +393,7 @@ def simulate_frames(
 
     plan = []
     if config.calib:
-        plan = dm.calibration_plan(config.n_bias, config.n_dark, config.dark_exptimes,
+        plan = calibration_plan(config.n_bias, config.n_dark, config.dark_exptimes,
                                    config.flat_levels, config.flat_rate_adu_per_s)  # fmt: skip
     disable = None if config.progress is None else not config.progress
     bar = tqdm(total=config.n_frames + len(plan), desc="frames", unit="frame", disable=disable)
@@ -560,7 +423,7 @@ def simulate_frames(
     for k, (item, ss) in enumerate(zip(plan, ss_cal.spawn(len(plan)), strict=True)):
         rng = np.random.default_rng(ss)
         deposits = make_cosmics(config, item.exptime, rng)[0] if item.kind == "DARK" else None
-        image = dm.render_calibration(det, truth, item, rng, deposits)
+        image = render_calibration(det, truth, item, rng, deposits)
         mjd = config.mjd0 - 0.1 + k * 10 / 86400
         path = out / "calib" / item.kind.lower() / f"{item.name}.fits"
         calib[item.kind.lower()].append(

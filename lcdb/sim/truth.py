@@ -101,7 +101,12 @@ def true_zero_points(store: Store, sim_dir: Path) -> pl.DataFrame:
         )
     if not out:
         return pl.DataFrame(
-            schema={"frame_id": pl.Int64, "frame_name": pl.Utf8, "z0": pl.Float32,
-                    "z0_true": pl.Float64, "ruined": pl.Boolean}
+            schema={
+                "frame_id": pl.Int64,
+                "frame_name": pl.Utf8,
+                "z0": pl.Float32,
+                "z0_true": pl.Float64,
+                "ruined": pl.Boolean,
+            }
         )
     return pl.concat(out)
