@@ -82,7 +82,8 @@ t = time.perf_counter()
 s = ingest_paths(store, sys.argv[2:], IngestOptions(progress=False))
 dt = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": dt, "measurements": s.measurements, "frames": s.frames, "rss_mb": rss}))
+out = {"seconds": dt, "measurements": s.measurements, "frames": s.frames, "rss_mb": rss}
+print(json.dumps(out))
 """
 
 

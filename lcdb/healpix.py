@@ -74,3 +74,31 @@ def angular_separation_deg(
     r1, d1, r2, d2 = (np.radians(np.asarray(a, dtype=np.float64)) for a in (ra1, dec1, ra2, dec2))
     s = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
     return np.degrees(2 * np.arcsin(np.sqrt(np.clip(s, 0.0, 1.0))))
+
+
+def neighbour_pixels(pixel: int, order: int) -> list[int]:
+    """The (up to 8) nested pixels at ``order`` adjacent to ``pixel``."""
+    from astropy_healpix import neighbours
+
+    nb = neighbours(np.array([pixel]), 2**order, order="nested")[:, 0]
+    return sorted({int(p) for p in nb if p >= 0})
+
+
+def margin_pixels(pixel: int, order: int, margin_deg: float) -> tuple[np.ndarray, int]:
+    """Pixels just outside ``pixel`` (at a finer order) that cover a margin of ``margin_deg``.
+
+    Returns the sorted margin pixels and their order ``m``: the finest order whose pixels are
+    still at least ``margin_deg`` wide, capped at ``order + 8`` (the margin is then wider than
+    asked, which costs a few rows, never correctness). A row belongs to the margin when
+    ``healpix_29 >> 2 (29 - m)`` is in the returned set.
+    """
+    from astropy_healpix import neighbours
+
+    m = int(np.floor(np.log2(58.6 / max(margin_deg, 1e-9))))
+    m = int(np.clip(m, order, order + 8))
+    shift = 2 * (m - order)
+    children = np.arange(pixel << shift, (pixel + 1) << shift, dtype=np.int64)
+    nb = neighbours(children, 2**m, order="nested").ravel()
+    nb = np.unique(nb[nb >= 0])
+    outside = nb[(nb >> shift) != pixel]
+    return outside, m

@@ -220,16 +220,15 @@ def collect_garbage(root: Path, manifest: Manifest) -> int:
             if path.is_file() and os.path.relpath(path, root) not in live:
                 path.unlink()
                 removed += 1
+    if removed:
+        _log.info("removed %d data file(s) left by an interrupted write", removed)
     tmp = root / layout.TMP_DIR
-    if tmp.is_dir():
+    if tmp.is_dir():  # scratch space of jobs: never part of a snapshot
         for child in tmp.iterdir():
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
-            removed += 1
     for stray in root.glob(f".{layout.MANIFEST}.*.tmp"):
         stray.unlink(missing_ok=True)
-    if removed:
-        _log.info("removed %d file(s) left by an interrupted write", removed)
     return removed

@@ -13,6 +13,7 @@ the ``photcal`` table, which the views join to ``frames`` to give ``z0`` per mea
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ class CalibrateJob:
         scratch.mkdir(parents=True, exist_ok=True)
         query = sqlfiles.load(f"calibration_stars_{self.config.reference}")
         writers: dict[int, pq.ParquetWriter] = {}
-        reader = store.con.sql(query).fetch_record_batch(1_000_000)
+        reader = store.con.sql(query).to_arrow_reader(1_000_000)
         for batch in reader:
             fid = batch.column(0).to_numpy()
             chunk = np.fromiter((chunk_of[int(f)] for f in fid), np.int64, fid.size)
@@ -233,7 +234,9 @@ def calibrate(
     """Calibrate every frame of ``store``; returns summary figures."""
     config = config or CalibrateConfig(fit=FitConfig(order=store.config.z0_order))
     check_ready(store, config.reference)
-    summary = run_job(store, CalibrateJob(config), options or RunnerOptions())
+    job = CalibrateJob(config)
+    summary = run_job(store, job, options or RunnerOptions())
+    shutil.rmtree(store.root / layout.TMP_DIR / job.name, ignore_errors=True)
     info = store.sql("SELECT frame_id, channel, filter, exptime, n_meas FROM _frames").to_pylist()
     frames = {r["frame_id"]: ((r["channel"], r["filter"], r["exptime"]), r["n_meas"]) for r in info}
     with manifest.transaction(store.root) as tx:

@@ -75,12 +75,14 @@ def clustering_score(det: pl.DataFrame) -> ClusteringScore:
 def true_zero_points(store: Store, sim_dir: Path) -> pl.DataFrame:
     """Per measurement: the fitted z0 and the true Z0(x, y) of its frame.
 
-    Columns: frame_id, frame_name, ruined, z0, z0_true.
+    Columns: frame_id, frame_name, object_id, ref_id (of the object, null if none), z0,
+    z0_true, ruined.
     """
     truth = pl.read_parquet(Path(sim_dir) / "truth" / "frames.parquet")
     meas = store.pl(
-        "SELECT l.frame_id, f.frame_name, l.x, l.y, l.z0, f.naxis1, f.naxis2 "
-        "FROM lightcurves l JOIN frames f USING (frame_id) WHERE l.z0 IS NOT NULL"
+        "SELECT l.frame_id, f.frame_name, l.object_id, o.ref_id, l.x, l.y, l.z0, f.naxis1, "
+        "f.naxis2 FROM lightcurves l JOIN frames f USING (frame_id) "
+        "LEFT JOIN objects o USING (object_id) WHERE l.z0 IS NOT NULL"
     )
     out = []
     for (name,), grp in meas.group_by(["frame_name"]):
@@ -95,7 +97,7 @@ def true_zero_points(store: Store, sim_dir: Path) -> pl.DataFrame:
         )
         z_true = evaluate_z0(np.asarray(row["z0_coeffs"][0].to_list()), xn, yn)
         out.append(
-            grp.select("frame_id", "frame_name", "z0").with_columns(
+            grp.select("frame_id", "frame_name", "object_id", "ref_id", "z0").with_columns(
                 pl.Series("z0_true", z_true), pl.lit(bool(row["ruined"][0])).alias("ruined")
             )
         )
