@@ -2,26 +2,24 @@
 
 The variability search fits log10(scatter) against mean magnitude over all objects (10^5-10^6
 points) to get the expected-noise curve. The reference implementation (J. VanderPlas'
-``supersmoother`` 0.4) computes its windowed sums with ``np.convolve``, which costs O(N x span)
-= O(N^2). Here the same sums come from prefix (cumulative) sums: O(N) per span after one sort.
+``supersmoother`` 0.4) computes its windowed sums with ``np.convolve``: O(N x span) = O(N^2).
+Here they come from prefix (cumulative) sums: O(N) per span after one sort.
 
 The semantics are the package's, step for step (spans, 1/dy^2 weights, leave-one-out residuals,
-window edges, bass enhancement, sort order of tied x and its ``predict``), so the results agree
-with it to rounding: ~1e-11 on values of order 1, up to a few 1e-9 near N = 100, where 4-point
-leave-one-out windows are ill-conditioned. Where the package fails, this module does not:
+window edges, bass enhancement, sort order of tied x, ``predict``), and the results agree with
+it to its rounding: ~1e-11 on values of order 1, a few 1e-9 near N = 100 (ill-conditioned
+4-point windows, summed by the package in raw x). Where the package fails, this module does not:
 
 - a window whose points all share one x (duplicated x, or a leave-one-out window left with one
-  point, which happens at the edges below 100 points) gets a constant fit, the weighted mean of
-  its y, instead of the package's "Zero denominator" ``ValueError`` (or its 0/0 rounding noise);
-- the bass enhancement factor, where the package's formula is not finite (0/0 for a perfect fit,
-  a negative smoothed residual to a fractional power), is 0 as in Friedman's ``supsmu`` (the
-  package returns NaN there).
+  point, at the edges below N = 100) gets a constant fit, the weighted mean of its y, instead of
+  the package's "Zero denominator" ``ValueError`` (or its 0/0 rounding noise);
+- where the package's bass enhancement factor is not finite (0/0 for a perfect fit, a negative
+  smoothed residual to a fractional power: NaN in the package), it is 0, as in ``supsmu``.
 
-Accuracy: x is centred and scaled to [-1, 1] (a period to 1), y per smooth likewise, and prefix
-sums are accumulated in blocks, so a window sum carries an error of ~eps x (prefix sum), not
-eps x N. The variance of a window whose x spread is below ~1e-6 of the full range is not
-resolvable from such sums; those windows are treated as flat (like equal x) — the package, which
-sums raw x, loses such windows too.
+Accuracy: x is centred and scaled to [-1, 1] (a period to 1) and y per smooth likewise; prefix
+sums are accumulated in blocks (error ~eps x prefix, not eps x N x prefix); windows of <= 64
+points are summed directly in two passes. A wider window whose x spread is too small (< ~1e-6
+of the range) to resolve its variance from prefix sums is treated as flat.
 
 References
 ----------
@@ -101,7 +99,11 @@ class _PrefixSumSmoother:
     of shape (N,) or (k, N). The window of point i holds the sorted points
     ``[i - span // 2, i - span // 2 + span)``, clipped to the data or, if periodic, wrapped with
     x shifted by one period (the package's ``windowed_sum``); with ``cv`` point i is left out.
+    Windows of at most ``direct_span`` points are summed directly (``span`` shifted slices, two
+    passes): few points may lie close together in x, where prefix sums lose digits.
     """
+
+    direct_span = 64
 
     def __init__(self, x: np.ndarray, w: np.ndarray, period: float | None) -> None:
         self.n, self.period, self.x0, self.w0 = x.size, period, x, w
@@ -124,12 +126,8 @@ class _PrefixSumSmoother:
         out[..., lo:hi] = c[..., lo + off : hi + off]
         return out
 
-    def smooth(self, y: np.ndarray, span: int, cv: bool) -> tuple[np.ndarray, ...]:
+    def _moments_prefix(self, yn: np.ndarray, span: int, cv: bool) -> tuple[np.ndarray, ...]:
         n, h, x = self.n, span // 2, self.x0
-        yc = y.mean(-1, keepdims=True)
-        ys = np.abs(y - yc).max(-1, keepdims=True)
-        ys[ys == 0] = 1.0
-        yn = (y - yc) / ys
         wy = self.w * (np.tile(yn, 3) if self.period is not None else yn)
         prefixes = (self.cw, self.cx, self.cxx, _prefix(wy), _prefix(wy * self.x))
         sw, sx, sxx, sy, sxy = (self._take(c, span - h) - self._take(c, -h) for c in prefixes)
@@ -146,13 +144,37 @@ class _PrefixSumSmoother:
         var, cov = sxx / sw, sxy / sw
         var -= xm * xm
         cov -= xm * ym
+        var[var * sw <= tol] = 0.0  # below rounding: flat
+        return xm, ym, var, cov
+
+    def _moments_direct(self, yn: np.ndarray, span: int, cv: bool) -> tuple[np.ndarray, ...]:
+        n, h = self.n, span // 2
+        if self.period is not None:
+            pad, x, w, y = n, self.x, self.w, np.tile(yn, 3)
+        else:  # zero weights outside the data
+            pad, x, w = span, np.pad(self.x0, span, mode="edge"), np.pad(self.w0, span)
+            y = np.pad(yn, [(0, 0)] * (yn.ndim - 1) + [(span, span)])
+        cuts = [slice(pad + k, pad + k + n) for k in range(-h, span - h) if not (cv and k == 0)]
+        sw = sum(w[c] for c in cuts)
+        xm = sum(w[c] * x[c] for c in cuts) / sw
+        ym = sum(w[c] * y[..., c] for c in cuts) / sw
+        var = sum(w[c] * (x[c] - xm) ** 2 for c in cuts) / sw
+        cov = sum(w[c] * (x[c] - xm) * (y[..., c] - ym) for c in cuts) / sw
+        return xm, ym, var, cov
+
+    def smooth(self, y: np.ndarray, span: int, cv: bool) -> tuple[np.ndarray, ...]:
+        yc = y.mean(-1, keepdims=True)  # centre and scale y: prefix sums stay O(N)
+        ys = np.abs(y - yc).max(-1, keepdims=True)
+        ys[ys == 0] = 1.0
+        moments = self._moments_direct if span <= self.direct_span else self._moments_prefix
+        xm, ym, var, cov = moments((y - yc) / ys, span, cv)
         # x is sorted, so a window is flat iff its first and last x are equal
+        h, x = span // 2, self.x0
         x_first, x_last = self._take(self.x, -h), self._take(self.x, span - h - 1)
         flat = x_first == x_last
         if cv and self.period is None:  # point i is the first (last) of its window at i = 0 (N-1)
             flat[0], flat[-1] = x[1] == x_last[0], x_first[-1] == x[-2]
-        flat |= var * sw <= tol
-        var[flat] = np.inf  # slope 0: the weighted mean
+        var[flat | (var <= 0)] = np.inf  # slope 0: the weighted mean
         cov /= var
         cov *= ys
         ym *= ys
@@ -264,26 +286,13 @@ def _fit_friedman(
     return SuperSmootherFit(values, out_spans, method, predict)
 
 
-def _fit_package(
-    x: np.ndarray,
-    y: np.ndarray,
-    dy: np.ndarray,
-    *,
-    alpha: float | None,
-    primary_spans: np.ndarray,
-    middle_span: float,
-    final_span: float,
-    period: float | None,
-) -> SuperSmootherFit:
+def _fit_package(x: np.ndarray, y: np.ndarray, dy: np.ndarray, **opts: Any) -> SuperSmootherFit:
     """The reference: ``supersmoother.SuperSmoother`` (O(N^2); raises on flat windows)."""
     from supersmoother import SuperSmoother
 
-    model = SuperSmoother(alpha, period, primary_spans, middle_span, final_span)
-    model.fit(x, y, dy)
-    spans = np.empty(x.size)
-    spans[model.isort] = np.clip(
-        model.spansmoother.cv_values(cv=False), primary_spans[0], primary_spans[-1]
-    )
+    model = SuperSmoother(**opts).fit(x, y, dy)
+    spans, primary = np.empty(x.size), opts["primary_spans"]
+    spans[model.isort] = np.clip(model.spansmoother.cv_values(cv=False), primary[0], primary[-1])
     return SuperSmootherFit(model.predict(x), spans, "package", model.predict)
 
 
@@ -358,11 +367,8 @@ def supersmoother(
     if np.any(dy <= 0):
         raise ValueError("dy must be strictly positive")
     spans = np.unique(np.asarray(primary_spans, dtype=float))
-    for name, s in [
-        ("primary_spans", spans),
-        ("middle_span", middle_span),
-        ("final_span", final_span),
-    ]:
+    named = {"primary_spans": spans, "middle_span": middle_span, "final_span": final_span}
+    for name, s in named.items():
         if not np.all((np.asarray(s) > 0) & (np.asarray(s) <= 1)):
             raise ValueError(f"{name} must lie in (0, 1], got {s}")
     if spans.size < 2:
@@ -373,16 +379,10 @@ def supersmoother(
         raise ValueError(f"period must be positive and finite or None, got {period}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    return METHODS[method](
-        x,
-        y,
-        dy,
-        alpha=alpha,
-        primary_spans=spans,
-        middle_span=float(middle_span),
-        final_span=float(final_span),
-        period=None if period is None else float(period),
-    )
+    period = None if period is None else float(period)
+    opts = {"alpha": alpha, "period": period, "primary_spans": spans}
+    opts.update(middle_span=float(middle_span), final_span=float(final_span))
+    return METHODS[method](x, y, dy, **opts)
 
 
 def smooth(x: ArrayLike, y: ArrayLike, dy: ArrayLike | None = None, **kwargs: Any) -> np.ndarray:
