@@ -13,7 +13,7 @@ from lcdb.atomic import unique_name
 #: Tables partitioned by HEALPix pixel (hive directories ``pixel=<P>``).
 PARTITIONED = ("measurements", "refcat", "objects", "candidates")
 #: Tables stored as flat folders of files.
-FLAT = ("frames", "photcal", "photcal_staging")
+FLAT = ("frames", "photcal", "photcal_staging", "refine_log")
 TABLES = FLAT + PARTITIONED
 
 MANIFEST = "_manifest.json"

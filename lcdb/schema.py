@@ -100,6 +100,11 @@ OBJECTS = pa.schema(
         ("v_err", pa.float32()),
         ("bv", pa.float32()),
         ("bv_err", pa.float32()),
+        ("n_colour", pa.int32()),
+        ("colour_chi2", pa.float32()),
+        ("colour_rms", pa.float32()),
+        ("c_spread", pa.float32()),
+        ("colour_note", pa.string()),
         ("reference", pa.bool_()),
     ]
 )
@@ -119,10 +124,28 @@ CANDIDATES = pa.schema(
     ]
 )
 
+#: One row per refinement iteration (``lcdb refine``): how the solution moved and how good it is.
+REFINE_LOG = pa.schema(
+    [
+        ("run", pa.int64()),
+        ("iteration", pa.int32()),
+        ("n_reference", pa.int64()),
+        ("frames_ok", pa.int64()),
+        ("frames_rejected", pa.int64()),
+        ("median_cal_rms", pa.float64()),
+        ("median_reference_rms", pa.float64()),
+        ("dv_p99", pa.float64()),
+        ("dbv_p99", pa.float64()),
+        ("dzp_p99", pa.float64()),
+        ("converged", pa.bool_()),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "frames": FRAMES,
     "photcal": PHOTCAL,
     "photcal_staging": PHOTCAL,
+    "refine_log": REFINE_LOG,
     "measurements": MEASUREMENTS,
     "refcat": REFCAT,
     "objects": OBJECTS,
@@ -147,3 +170,15 @@ PARQUET_ENCODINGS = {
 def empty(table: str) -> pa.Table:
     """A zero-row table with the schema of ``table``."""
     return SCHEMAS[table].empty_table()
+
+
+def conform(table: pa.Table, name: str) -> pa.Table:
+    """``table`` with the columns of table ``name`` in order, missing ones added as nulls.
+
+    Lets a job rewrite files written by an earlier lcdb whose schema had fewer columns.
+    """
+    target = SCHEMAS[name]
+    for f in target:
+        if f.name not in table.column_names:
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return table.select(target.names).cast(target)

@@ -1,5 +1,6 @@
 -- calibration_stars_objects.sql: measurements of the reconstructed reference objects (constant,
--- well-measured objects chosen by `lcdb refine`) on every frame, unflagged. Ordered by frame.
+-- well-measured objects chosen by `lcdb refine`) on every frame, unflagged, with the frame's
+-- current colour coefficient (refinement keeps C from the refcat calibration). Ordered by frame.
 WITH
 matched AS (
     SELECT m.frame_id, m.x, m.y, m.flux, m.flux_err, o.v, o.v_err, o.bv
@@ -9,9 +10,12 @@ matched AS (
       AND o.v IS NOT NULL AND o.bv IS NOT NULL
 )
 SELECT
-    frame_id, x, y,
-    -2.5 * log10(flux) AS mag,
-    1.0857362047581294 * flux_err / flux AS mag_err,
-    v, v_err, bv
-FROM matched
-ORDER BY frame_id;
+    t.frame_id, t.x, t.y,
+    -2.5 * log10(t.flux) AS mag,
+    1.0857362047581294 * t.flux_err / t.flux AS mag_err,
+    t.v, t.v_err, t.bv,
+    f.color_coeff AS c_fixed, f.color_coeff_err AS c_fixed_err
+FROM matched AS t
+JOIN frames AS f USING (frame_id)
+WHERE f.color_coeff IS NOT NULL
+ORDER BY t.frame_id;

@@ -110,3 +110,7 @@ SELECT *, ang_sep_deg(ra, dec, ra0, dec0) AS sep_deg
 FROM objects
 WHERE list_contains(lcdb_cone_pixels(ra0, dec0, radius_deg), pixel)
   AND ang_sep_deg(ra, dec, ra0, dec0) <= radius_deg;
+
+-- One row per iteration of `lcdb refine`.
+CREATE OR REPLACE TEMP VIEW refine_log AS
+SELECT * FROM _refine_log;

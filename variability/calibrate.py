@@ -12,6 +12,7 @@ the ``photcal`` table, which the views join to ``frames`` to give ``z0`` per mea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -137,16 +138,25 @@ class CalibrateJob:
                 continue
             xn, yn = normalise(cols["x"][sel], cols["y"][sel], nx, ny)
             v_err = np.asarray(cols["v_err"][sel], float)
+            v = np.asarray(cols["v"][sel], float)
+            fit_cfg = cfg.fit
+            fixed = "c_fixed" in cols
+            if fixed:  # C stays at the refcat calibration's value; only Z0 is refitted
+                c = float(cols["c_fixed"][sel][0])
+                v = v + c * np.asarray(cols["bv"][sel], float)
+                fit_cfg = dataclasses.replace(cfg.fit, fit_color=False)
             fit = fit_frame(
                 xn,
                 yn,
                 cols["mag"][sel],
                 cols["mag_err"][sel],
-                cols["v"][sel],
+                v,
                 cols["bv"][sel],
                 v_err=v_err,
-                config=cfg.fit,
+                config=fit_cfg,
             )
+            if fixed and fit.ok:
+                fit.color, fit.color_err = c, float(cols["c_fixed_err"][sel][0])
             rows.append(_row(frame_id, cfg, fit, fit.reason))
         table = pa.Table.from_pylist(rows, schema=schema.PHOTCAL)
         path = layout.new_flat_file(Path(root), "photcal_staging", f"cal-{key.split('=')[1]}")

@@ -157,7 +157,7 @@ def _read_refcat(files: list[str]) -> dict[str, np.ndarray]:
 def _read_objects(files: list[str], rebuild: bool) -> pa.Table:
     if rebuild or not files:
         return schema.empty("objects")
-    return read_parquet(files).select(schema.OBJECTS.names)
+    return schema.conform(read_parquet(files), "objects")
 
 
 def _free_clusters(
@@ -300,10 +300,7 @@ def layout_root(root: str):
 
 def _pad(t: pa.Table) -> pa.Table:
     """Add the objects columns a table lacks, as nulls."""
-    for f in schema.OBJECTS:
-        if f.name not in t.column_names:
-            t = t.append_column(f.name, pa.nulls(t.num_rows, f.type))
-    return t.select(schema.OBJECTS.names).cast(schema.OBJECTS)
+    return schema.conform(t, "objects")
 
 
 def _objects_table(t: pa.Table) -> pa.Table:

@@ -1,4 +1,4 @@
-"""``lcdb cluster`` and ``lcdb calibrate``: the partition and frame jobs of variability/."""
+"""``lcdb cluster``, ``calibrate``, ``colours`` and ``refine``: the jobs of variability/."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip", type=float, default=3.0, help="clipping threshold, sigma")
     add_runner_args(p)
     p.set_defaults(func=_calibrate)
+    register_colours(sub)
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -80,4 +81,61 @@ def _calibrate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     calibrate(store, config, runner_options(args))
+    return 0
+
+
+def register_colours(sub: argparse._SubParsersAction) -> None:
+    """``lcdb colours`` and ``lcdb refine``."""
+    p = sub.add_parser(
+        "colours",
+        help="reconstruct V and B-V of every object",
+        description="Fit instrumental - z0 = V + C (B-V) over each object's good frames (seed "
+        "§3.1): V and B-V with errors; objects with too few frames or too little spread of C "
+        "get null colours and a reason.",
+    )
+    add_store_arg(p)
+    p.add_argument("--min-points", type=int, default=10, help="fewest good measurements")
+    p.add_argument("--min-c-spread", type=float, default=0.01, help="smallest spread of C")
+    p.set_defaults(func=_colours)
+
+    p = sub.add_parser(
+        "refine",
+        help="recalibrate on the reconstructed objects until convergence",
+        description="Use the constant reconstructed objects as a reference catalogue, refit every "
+        "frame, reject bad frames, recompute colours; iterate until V, B-V and the frame models "
+        "stop changing (tolerance from lcdb.toml). Iterations are logged in refine_log.",
+    )
+    add_store_arg(p)
+    p.add_argument("--max-iter", type=int, default=10, help="most iterations")
+    add_runner_args(p)
+    p.set_defaults(func=_refine)
+
+
+def _colours(args: argparse.Namespace) -> int:
+    from variability.colours import ColourConfig, reconstruct_colours
+
+    try:
+        config = ColourConfig(min_points=args.min_points, min_c_spread=args.min_c_spread)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    reconstruct_colours(store_from(args), config)
+    return 0
+
+
+def _refine(args: argparse.Namespace) -> int:
+    from variability.photcal import FitConfig
+    from variability.refine import RefineConfig, refine
+
+    store = store_from(args)
+    try:
+        config = RefineConfig(
+            max_iter=args.max_iter,
+            tolerance=store.config.refine_tolerance_mag,
+            fit=FitConfig(order=store.config.z0_order),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    rows = refine(store, config, runner_options(args))
+    if not rows[-1]["converged"]:
+        _log.warning("refine: not converged after %d iterations", len(rows))
     return 0

@@ -112,3 +112,58 @@ def true_zero_points(store: Store, sim_dir: Path) -> pl.DataFrame:
             }
         )
     return pl.concat(out)
+
+
+def object_truth(store: Store, det: pl.DataFrame, sim_dir: Path) -> pl.DataFrame:
+    """Objects with their dominant true star: reconstructed and true V, B−V, variability.
+
+    Columns: the objects table's, plus star_id, v_true, bv_true, var_type, amplitude.
+    """
+    dom = (
+        det.filter(pl.col("truth_star_id") >= 0)
+        .group_by(["object_id", "truth_star_id"])
+        .len()
+        .sort("len", descending=True)
+        .unique("object_id", keep="first")
+        .select("object_id", pl.col("truth_star_id").alias("star_id"))
+    )
+    stars = pl.read_parquet(Path(sim_dir) / "truth" / "stars.parquet").select(
+        "star_id",
+        pl.col("v").alias("v_true"),
+        pl.col("bv").alias("bv_true"),
+        "var_type",
+        "amplitude",
+    )
+    return store.pl("SELECT * FROM objects").join(dom, on="object_id").join(stars, on="star_id")
+
+
+@dataclass(frozen=True)
+class ColourScore:
+    """B−V and V against truth for bright constant stars with many frames."""
+
+    n: int
+    bv_rms: float
+    bv_bias: float
+    v_rms: float
+    v_bias: float
+    lc_rms_median: float
+
+
+def colour_score(objects: pl.DataFrame, v_max: float = 11.0, min_frames: int = 50) -> ColourScore:
+    """Score :func:`object_truth` rows: constant stars brighter than ``v_max``."""
+    sel = objects.filter(
+        (pl.col("var_type") == "constant")
+        & (pl.col("v_true") < v_max)
+        & (pl.col("n_colour") >= min_frames)
+        & pl.col("bv").is_not_null()
+    )
+    dbv = (sel["bv"] - sel["bv_true"]).to_numpy()
+    dv = (sel["v"] - sel["v_true"]).to_numpy()
+    return ColourScore(
+        n=len(sel),
+        bv_rms=float(np.std(dbv)) if len(sel) else float("nan"),
+        bv_bias=float(np.median(dbv)) if len(sel) else float("nan"),
+        v_rms=float(np.std(dv)) if len(sel) else float("nan"),
+        v_bias=float(np.median(dv)) if len(sel) else float("nan"),
+        lc_rms_median=float(sel["colour_rms"].median()) if len(sel) else float("nan"),
+    )

@@ -1,0 +1,62 @@
+-- colours.sql: per-object V and B-V from the scatter of the light curve (seed §3.1).
+--
+-- For every good measurement of an object, y = instrumental - z0 = V + C_frame (B - V) + noise,
+-- so a weighted straight-line fit of y against the frames' colour coefficients C gives the
+-- object's V (intercept) and B - V (slope). Everything is a streaming aggregate (weighted sums),
+-- in two passes: the second drops points more than $clip normalised residuals from the first fit
+-- (scaled by that fit's reduced chi2), which removes unflagged outliers.
+-- Parameters: $floor (mag, added in quadrature to each error), $max_err (mag), $clip.
+WITH
+points AS (
+    SELECT
+        m.object_id,
+        -2.5 * log10(m.flux) - z0_at(f.z0_coeffs, m.x, m.y, f.naxis1, f.naxis2) AS y,
+        f.color_coeff AS x,
+        1.0 / (pow(1.0857362047581294 * m.flux_err / m.flux, 2) + $floor * $floor) AS w
+    FROM measurements AS m
+    JOIN frames AS f USING (frame_id)
+    WHERE f.status = 'ok' AND m.flags = 0 AND m.object_id IS NOT NULL AND m.flux > 0
+      AND 1.0857362047581294 * m.flux_err / m.flux <= $max_err
+),
+pass1 AS (
+    SELECT
+        object_id, count(*) AS n, sum(w) AS s, sum(w * x) AS sx, sum(w * y) AS sy,
+        sum(w * x * x) AS sxx, sum(w * x * y) AS sxy, sum(w * y * y) AS syy
+    FROM points
+    GROUP BY object_id
+),
+fit1 AS (
+    SELECT
+        object_id,
+        (sxx * sy - sx * sxy) / (s * sxx - sx * sx) AS v,
+        (s * sxy - sx * sy) / (s * sxx - sx * sx) AS bv,
+        greatest(
+            (syy - 2 * ((sxx * sy - sx * sxy) / (s * sxx - sx * sx)) * sy
+             - 2 * ((s * sxy - sx * sy) / (s * sxx - sx * sx)) * sxy
+             + pow((sxx * sy - sx * sxy) / (s * sxx - sx * sx), 2) * s
+             + 2 * ((sxx * sy - sx * sxy) / (s * sxx - sx * sx))
+                 * ((s * sxy - sx * sy) / (s * sxx - sx * sx)) * sx
+             + pow((s * sxy - sx * sy) / (s * sxx - sx * sx), 2) * sxx) / greatest(n - 2, 1),
+            1.0
+        ) AS chi2
+    FROM pass1
+    WHERE n >= 3 AND s * sxx - sx * sx > 0
+),
+kept AS (
+    SELECT p.object_id, p.x, p.y, p.w, p.y - f.v - f.bv * p.x AS r
+    FROM points AS p
+    JOIN fit1 AS f USING (object_id)
+    WHERE abs(p.y - f.v - f.bv * p.x) * sqrt(p.w) <= $clip * sqrt(f.chi2)
+),
+pass2 AS (
+    SELECT
+        object_id, count(*) AS n, sum(w) AS s, sum(w * x) AS sx, sum(w * y) AS sy,
+        sum(w * x * x) AS sxx, sum(w * x * y) AS sxy, sum(w * y * y) AS syy,
+        stddev_samp(r) AS rms
+    FROM kept
+    GROUP BY object_id
+)
+SELECT
+    object_id, n, s, sx, sy, sxx, sxy, syy, rms,
+    sqrt(greatest(sxx / s - pow(sx / s, 2), 0)) AS c_spread
+FROM pass2;

@@ -1,0 +1,193 @@
+"""``lcdb colours``: statistical reconstruction of each object's V and B−V (seed §3.1).
+
+White-light photometry carries colour information because the colour coefficient C of seed Eq. 1
+changes from frame to frame with the atmosphere: for an object, ``instrumental − z0 = V + C·(B−V)``
+over its frames, so a weighted straight-line fit against C gives V (intercept) and B−V (slope).
+DuckDB computes the weighted sums per object in one streaming aggregation (sql/colours.sql, two
+passes for clipping); Python solves the 2x2 systems vectorised and writes the objects table.
+Objects with too few points or too little spread of C get null colours and a reason. This is
+SysRem with the systematic's source named (seed §3.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lcdb import layout, manifest, schema, sqlfiles
+from lcdb.errors import InputError
+from lcdb.store import Store
+from lcdb.tableio import read_parquet, write_parquet
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ColourConfig:
+    """Parameters of the colour fit.
+
+    Parameters
+    ----------
+    min_points : int
+        Fewest good measurements an object needs.
+    min_c_spread : float
+        Smallest weighted standard deviation of C over an object's frames; below it B−V is not
+        constrained (its error would exceed ~ the photometric error / spread).
+    floor_mag : float
+        Error added in quadrature to each measurement.
+    max_err : float
+        Measurements with larger errors are not used.
+    clip : float
+        Second-pass clipping threshold in normalised residuals.
+    """
+
+    min_points: int = 10
+    min_c_spread: float = 0.01
+    floor_mag: float = 0.005
+    max_err: float = 0.1
+    clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.min_points < 3:
+            problems.append(f"min_points must be >= 3, got {self.min_points}")
+        if self.min_c_spread < 0:
+            problems.append(f"min_c_spread must be >= 0, got {self.min_c_spread}")
+        if self.floor_mag < 0 or self.max_err <= 0:
+            problems.append("floor_mag must be >= 0 and max_err > 0")
+        if self.clip <= 1:
+            problems.append(f"clip must be > 1, got {self.clip}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def solve(sums: pa.Table, config: ColourConfig) -> dict[str, np.ndarray]:
+    """V, B−V, their errors, chi2 and a note per object from the weighted sums."""
+    g = {c: sums[c].to_numpy(zero_copy_only=False).astype(float) for c in sums.column_names}
+    s, sx, sy, sxx, sxy, syy, n = g["s"], g["sx"], g["sy"], g["sxx"], g["sxy"], g["syy"], g["n"]
+    det = s * sxx - sx * sx
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = (sxx * sy - sx * sxy) / det
+        bv = (s * sxy - sx * sy) / det
+        chi2 = (syy - 2 * v * sy - 2 * bv * sxy + v * v * s + 2 * v * bv * sx + bv * bv * sxx) / (
+            np.maximum(n - 2, 1)
+        )
+        scale = np.sqrt(np.maximum(chi2, 1.0))  # errors grow with unexplained scatter
+        v_err = np.sqrt(sxx / det) * scale
+        bv_err = np.sqrt(s / det) * scale
+    note = np.full(n.size, None, dtype=object)
+    few = n < config.min_points
+    flat = ~few & (g["c_spread"] < config.min_c_spread)
+    note[few] = f"fewer than {config.min_points} good points"
+    note[flat] = f"spread of C below {config.min_c_spread}"
+    bad = few | flat | ~np.isfinite(v) | ~np.isfinite(bv)
+    note[bad & (note == None)] = "degenerate fit"  # noqa: E711 (object array)
+    for arr in (v, bv, v_err, bv_err, chi2):
+        arr[bad] = np.nan
+    return {
+        "object_id": sums["object_id"].to_numpy(),
+        "v": v,
+        "v_err": v_err,
+        "bv": bv,
+        "bv_err": bv_err,
+        "n_colour": n.astype(np.int32),
+        "colour_chi2": chi2,
+        "colour_rms": g["rms"],
+        "c_spread": g["c_spread"],
+        "colour_note": note,
+    }
+
+
+def reconstruct_colours(store: Store, config: ColourConfig | None = None) -> dict:
+    """Fit V and B−V of every object and write them into ``objects``; returns summary figures."""
+    config = config or ColourConfig()
+    if store.count("objects") == 0:
+        raise InputError(f"{store.root}: no objects yet (run `lcdb cluster` first)")
+    n_cal = store.sql("SELECT count(*) FROM frames WHERE color_coeff IS NOT NULL").column(0)
+    if n_cal[0].as_py() == 0:
+        raise InputError(f"{store.root}: no calibrated frame (run `lcdb calibrate` first)")
+    sums = store.sql(
+        sqlfiles.load("colours"),
+        {"floor": config.floor_mag, "max_err": config.max_err, "clip": config.clip},
+    )
+    fit = solve(sums, config)
+    _write(store, fit)
+    ok = np.isfinite(fit["bv"])
+    out = {
+        "objects": store.count("objects"),
+        "fitted": int(ok.sum()),
+        "median_bv_err": float(np.median(fit["bv_err"][ok])) if ok.any() else float("nan"),
+    }
+    _log.info(
+        "colours: V and B-V for %d of %d objects (median B-V error %.3f)",
+        out["fitted"],
+        out["objects"],
+        out["median_bv_err"],
+    )
+    return out
+
+
+_FIT_COLUMNS = (
+    "v",
+    "v_err",
+    "bv",
+    "bv_err",
+    "n_colour",
+    "colour_chi2",
+    "colour_rms",
+    "c_spread",
+    "colour_note",
+)
+
+
+def _write(store: Store, fit: dict[str, np.ndarray]) -> None:
+    """Rewrite every objects file with the fitted columns (objects absent from ``fit``: null)."""
+    ids = fit["object_id"]
+    order = np.argsort(ids)
+    sorted_ids = ids[order]
+    with manifest.transaction(store.root) as tx:
+        for entry in tx.live_entries("objects"):
+            objs = schema.conform(read_parquet([store.root / entry["path"]]), "objects")
+            oid = objs["object_id"].to_numpy()
+            pos = np.clip(np.searchsorted(sorted_ids, oid), 0, max(sorted_ids.size - 1, 0))
+            hit = sorted_ids.size > 0
+            found = (sorted_ids[pos] == oid) if hit else np.zeros(oid.size, bool)
+            rows = order[pos]
+            for col in _FIT_COLUMNS:
+                field = schema.OBJECTS.field(col)
+                if col == "colour_note":
+                    vals = [
+                        fit[col][r] if f else "no good measurements"
+                        for r, f in zip(rows, found, strict=True)
+                    ]
+                    arr = pa.array(vals, pa.string())
+                else:
+                    vals = np.where(found, fit[col][rows] if hit else 0, np.nan)
+                    arr = pa.array(vals, mask=~np.isfinite(vals)).cast(field.type)
+                objs = objs.set_column(objs.schema.get_field_index(col), col, arr)
+            tx.remove("objects", entry["path"])
+            path = layout.new_partition_file(store.root, "objects", entry["pixel"], "c")
+            write_parquet(objs, path)
+            tx.add("objects", path, objs.num_rows)
+        tx.commit()
+    store.refresh()
+
+
+def set_reference(store: Store, reference_ids: np.ndarray) -> None:
+    """Flag the objects whose ids are given as reference stars (all others: false)."""
+    ref = pa.array(np.unique(reference_ids), pa.int64())
+    with manifest.transaction(store.root) as tx:
+        for entry in tx.live_entries("objects"):
+            objs = schema.conform(read_parquet([store.root / entry["path"]]), "objects")
+            flag = pc.is_in(objs["object_id"], value_set=ref)
+            objs = objs.set_column(objs.schema.get_field_index("reference"), "reference", flag)
+            tx.remove("objects", entry["path"])
+            path = layout.new_partition_file(store.root, "objects", entry["pixel"], "r")
+            write_parquet(objs, path)
+            tx.add("objects", path, objs.num_rows)
+        tx.commit()
+    store.refresh()
