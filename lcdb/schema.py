@@ -101,6 +101,7 @@ OBJECTS = pa.schema(
         ("bv", pa.float32()),
         ("bv_err", pa.float32()),
         ("n_colour", pa.int32()),
+        ("n_clipped", pa.int32()),
         ("colour_chi2", pa.float32()),
         ("colour_rms", pa.float32()),
         ("c_spread", pa.float32()),

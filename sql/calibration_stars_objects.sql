@@ -3,7 +3,7 @@
 -- current colour coefficient (refinement keeps C from the refcat calibration). Ordered by frame.
 WITH
 matched AS (
-    SELECT m.frame_id, m.x, m.y, m.flux, m.flux_err, o.v, o.v_err, o.bv
+    SELECT m.frame_id, m.x, m.y, m.flux, m.flux_err, o.v, o.v_err, o.bv, o.bv_err
     FROM measurements AS m
     JOIN objects AS o USING (object_id)
     WHERE m.flags = 0 AND m.flux > 0 AND o.reference
@@ -13,7 +13,10 @@ SELECT
     t.frame_id, t.x, t.y,
     -2.5 * log10(t.flux) AS mag,
     1.0857362047581294 * t.flux_err / t.flux AS mag_err,
-    t.v, t.v_err, t.bv,
+    t.v,
+    -- the reference value is V + C (B-V): its error includes C times the B-V error
+    sqrt(pow(coalesce(t.v_err, 0), 2) + pow(f.color_coeff * coalesce(t.bv_err, 0), 2)) AS v_err,
+    t.bv,
     f.color_coeff AS c_fixed, f.color_coeff_err AS c_fixed_err
 FROM matched AS t
 JOIN frames AS f USING (frame_id)

@@ -57,6 +57,8 @@ pass2 AS (
     GROUP BY object_id
 )
 SELECT
-    object_id, n, s, sx, sy, sxx, sxy, syy, rms,
-    sqrt(greatest(sxx / s - pow(sx / s, 2), 0)) AS c_spread
-FROM pass2;
+    p.object_id, p.n, p.s, p.sx, p.sy, p.sxx, p.sxy, p.syy, p.rms,
+    sqrt(greatest(p.sxx / p.s - pow(p.sx / p.s, 2), 0)) AS c_spread,
+    a.n - p.n AS n_clipped
+FROM pass2 AS p
+JOIN pass1 AS a USING (object_id);

@@ -95,6 +95,7 @@ def solve(sums: pa.Table, config: ColourConfig) -> dict[str, np.ndarray]:
         "bv": bv,
         "bv_err": bv_err,
         "n_colour": n.astype(np.int32),
+        "n_clipped": g["n_clipped"].astype(np.int32),
         "colour_chi2": chi2,
         "colour_rms": g["rms"],
         "c_spread": g["c_spread"],
@@ -131,12 +132,56 @@ def reconstruct_colours(store: Store, config: ColourConfig | None = None) -> dic
     return out
 
 
+def refit_magnitudes(store: Store, config: ColourConfig | None = None) -> dict:
+    """Recompute V of every object with a colour, holding B−V fixed (used by ``lcdb refine``).
+
+    Writes ``v``, ``v_err``, ``n_colour``, ``colour_chi2``, ``colour_rms``; keeps ``bv``.
+    """
+    config = config or ColourConfig()
+    res = store.sql(
+        sqlfiles.load("magnitudes"),
+        {"floor": config.floor_mag, "max_err": config.max_err, "clip": config.clip},
+    )
+    current = store.sql(
+        "SELECT object_id, bv, bv_err, c_spread, colour_note FROM objects WHERE bv IS NOT NULL"
+    )
+    cur = {
+        k: current[k].to_numpy(zero_copy_only=False)
+        for k in ("object_id", "bv", "bv_err", "c_spread")
+    }
+    order = np.argsort(cur["object_id"])
+    pos = np.searchsorted(cur["object_id"][order], res["object_id"].to_numpy())
+    src = order[np.clip(pos, 0, max(order.size - 1, 0))]
+    n = res["n"].to_numpy()
+    chi2 = res["chi2"].to_numpy()
+    v = res["v"].to_numpy().copy()
+    ok = n >= config.min_points
+    v[~ok] = np.nan
+    note = np.where(ok, None, f"fewer than {config.min_points} good points").astype(object)
+    fit = {
+        "object_id": res["object_id"].to_numpy(),
+        "v": v,
+        "v_err": res["v_err_stat"].to_numpy() * np.sqrt(np.maximum(chi2, 1.0)),
+        "bv": np.where(ok, cur["bv"][src], np.nan),
+        "bv_err": np.where(ok, cur["bv_err"][src], np.nan),
+        "n_colour": n.astype(np.int32),
+        "n_clipped": res["n_clipped"].to_numpy().astype(np.int32),
+        "colour_chi2": chi2,
+        "colour_rms": res["rms"].to_numpy(),
+        "c_spread": cur["c_spread"][src],
+        "colour_note": note,
+    }
+    _write(store, fit, keep_missing=True)
+    return {"objects": int(ok.sum())}
+
+
 _FIT_COLUMNS = (
     "v",
     "v_err",
     "bv",
     "bv_err",
     "n_colour",
+    "n_clipped",
     "colour_chi2",
     "colour_rms",
     "c_spread",
@@ -144,8 +189,12 @@ _FIT_COLUMNS = (
 )
 
 
-def _write(store: Store, fit: dict[str, np.ndarray]) -> None:
-    """Rewrite every objects file with the fitted columns (objects absent from ``fit``: null)."""
+def _write(store: Store, fit: dict[str, np.ndarray], keep_missing: bool = False) -> None:
+    """Rewrite every objects file with the fitted columns.
+
+    Objects absent from ``fit`` get nulls (and a note), or keep their values with
+    ``keep_missing``.
+    """
     ids = fit["object_id"]
     order = np.argsort(ids)
     sorted_ids = ids[order]
@@ -153,20 +202,30 @@ def _write(store: Store, fit: dict[str, np.ndarray]) -> None:
         for entry in tx.live_entries("objects"):
             objs = schema.conform(read_parquet([store.root / entry["path"]]), "objects")
             oid = objs["object_id"].to_numpy()
-            pos = np.clip(np.searchsorted(sorted_ids, oid), 0, max(sorted_ids.size - 1, 0))
-            hit = sorted_ids.size > 0
-            found = (sorted_ids[pos] == oid) if hit else np.zeros(oid.size, bool)
-            rows = order[pos]
+            if sorted_ids.size:
+                pos = np.clip(np.searchsorted(sorted_ids, oid), 0, sorted_ids.size - 1)
+                found = sorted_ids[pos] == oid
+                rows = order[pos]
+            else:
+                found = np.zeros(oid.size, bool)
+                rows = np.zeros(oid.size, np.int64)
             for col in _FIT_COLUMNS:
                 field = schema.OBJECTS.field(col)
+                old = objs[col].to_pylist() if keep_missing else None
                 if col == "colour_note":
+                    missing = "no good measurements"
                     vals = [
-                        fit[col][r] if f else "no good measurements"
-                        for r, f in zip(rows, found, strict=True)
+                        fit[col][r] if f else (old[i] if old is not None else missing)
+                        for i, (r, f) in enumerate(zip(rows, found, strict=True))
                     ]
                     arr = pa.array(vals, pa.string())
                 else:
-                    vals = np.where(found, fit[col][rows] if hit else 0, np.nan)
+                    new = fit[col][rows].astype(float) if sorted_ids.size else np.zeros(oid.size)
+                    if old is not None:
+                        prev = np.array([np.nan if x is None else x for x in old], float)
+                    else:
+                        prev = np.full(oid.size, np.nan)
+                    vals = np.where(found, new, prev)
                     arr = pa.array(vals, mask=~np.isfinite(vals)).cast(field.type)
                 objs = objs.set_column(objs.schema.get_field_index(col), col, arr)
             tx.remove("objects", entry["path"])
