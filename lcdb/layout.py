@@ -11,9 +11,9 @@ from pathlib import Path
 from lcdb.atomic import unique_name
 
 #: Tables partitioned by HEALPix pixel (hive directories ``pixel=<P>``).
-PARTITIONED = ("measurements", "refcat", "objects", "candidates")
+PARTITIONED = ("measurements", "refcat", "objects", "varstats", "candidates")
 #: Tables stored as flat folders of files.
-FLAT = ("frames", "photcal", "photcal_staging", "refine_log")
+FLAT = ("frames", "photcal", "photcal_staging", "refine_log", "noise_curve")
 TABLES = FLAT + PARTITIONED
 
 MANIFEST = "_manifest.json"

@@ -110,18 +110,69 @@ OBJECTS = pa.schema(
     ]
 )
 
+#: Per-object variability statistics over good, calibrated measurements (``lcdb find-variables``;
+#: the indices ranked best by Sokolovsky et al. 2017 are ``iqr`` and 1/``eta``).
+VARSTATS = pa.schema(
+    [
+        ("object_id", pa.int64()),
+        ("n", pa.int32()),
+        ("mean_mag", pa.float64()),
+        ("wmean_mag", pa.float64()),
+        ("mean_err", pa.float32()),
+        ("std", pa.float32()),
+        ("mad_sigma", pa.float32()),
+        ("chi2_red", pa.float32()),
+        ("iqr", pa.float32()),
+        ("eta", pa.float32()),
+        ("stetson_j", pa.float32()),
+        ("stetson_k", pa.float32()),
+        ("amplitude", pa.float32()),
+        ("time_span", pa.float32()),
+        ("score", pa.float32()),
+        ("score_iqr", pa.float32()),
+    ]
+)
+
 CANDIDATES = pa.schema(
     [
         ("object_id", pa.int64()),
         ("ra", pa.float64()),
         ("dec", pa.float64()),
         ("v", pa.float32()),
-        ("score", pa.float64()),
-        ("scatter", pa.float64()),
-        ("expected_scatter", pa.float64()),
-        ("n_obs", pa.int32()),
+        ("bv", pa.float32()),
+        ("n", pa.int32()),
+        ("mean_mag", pa.float64()),
+        ("scatter", pa.float32()),
+        ("expected_scatter", pa.float32()),
+        ("score", pa.float32()),
+        ("index", pa.string()),
+        ("iqr", pa.float32()),
+        ("eta", pa.float32()),
+        ("stetson_j", pa.float32()),
+        ("amplitude", pa.float32()),
+        ("time_span", pa.float32()),
         ("period", pa.float64()),
+        ("period_power", pa.float32()),
         ("fap", pa.float64()),
+        ("period_amplitude", pa.float32()),
+        ("kind", pa.string()),
+        ("known", pa.bool_()),
+        ("known_name", pa.string()),
+        ("known_type", pa.string()),
+        ("known_period", pa.float64()),
+        ("known_sep_arcsec", pa.float32()),
+    ]
+)
+
+#: The expected-noise curve of the scatter-vs-magnitude diagram (seed Fig. 6): for each index, on
+#: a grid of mean magnitude, the SuperSmoother trend of log10(index) and its robust spread.
+NOISE_CURVE = pa.schema(
+    [
+        ("index", pa.string()),
+        ("mag", pa.float64()),
+        ("log_trend", pa.float64()),
+        ("log_spread", pa.float64()),
+        ("threshold", pa.float64()),
     ]
 )
 
@@ -147,6 +198,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "photcal": PHOTCAL,
     "photcal_staging": PHOTCAL,
     "refine_log": REFINE_LOG,
+    "varstats": VARSTATS,
+    "noise_curve": NOISE_CURVE,
     "measurements": MEASUREMENTS,
     "refcat": REFCAT,
     "objects": OBJECTS,

@@ -114,3 +114,10 @@ WHERE list_contains(lcdb_cone_pixels(ra0, dec0, radius_deg), pixel)
 -- One row per iteration of `lcdb refine`.
 CREATE OR REPLACE TEMP VIEW refine_log AS
 SELECT * FROM _refine_log;
+
+-- Per-object variability statistics and the noise curve written by `lcdb find-variables`.
+CREATE OR REPLACE TEMP VIEW varstats AS
+SELECT * FROM _varstats;
+
+CREATE OR REPLACE TEMP VIEW noise_curve AS
+SELECT * FROM _noise_curve;
