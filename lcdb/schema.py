@@ -117,6 +117,7 @@ VARSTATS = pa.schema(
         ("object_id", pa.int64()),
         ("n", pa.int32()),
         ("mean_mag", pa.float64()),
+        ("det_mag", pa.float64()),
         ("wmean_mag", pa.float64()),
         ("mean_err", pa.float32()),
         ("std", pa.float32()),
@@ -130,6 +131,7 @@ VARSTATS = pa.schema(
         ("time_span", pa.float32()),
         ("score", pa.float32()),
         ("score_iqr", pa.float32()),
+        ("score_eta", pa.float32()),
     ]
 )
 
@@ -156,6 +158,7 @@ CANDIDATES = pa.schema(
         ("fap", pa.float64()),
         ("period_amplitude", pa.float32()),
         ("kind", pa.string()),
+        ("blended", pa.bool_()),
         ("known", pa.bool_()),
         ("known_name", pa.string()),
         ("known_type", pa.string()),

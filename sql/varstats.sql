@@ -1,0 +1,93 @@
+-- varstats.sql: per-object variability statistics over good, calibrated measurements.
+--
+-- Calibrated magnitude: instrumental - z0 - C (B-V) (B-V taken as 0 where no colour was
+-- reconstructed: only the frame-to-frame part of C (B-V) matters for scatter). Good: frame
+-- calibrated ('ok'), no flag, error at most $max_err. Objects with fewer than $min_n points are
+-- skipped. The indices follow Sokolovsky et al. (2017): weighted mean, standard deviation, robust
+-- sigma (1.4826 MAD), reduced chi2 about the weighted mean, interquartile range, von Neumann ratio
+-- eta (consecutive differences in time over the variance), Stetson J (consecutive pairs in time)
+-- and K, amplitude (5th-95th percentile) and time span. det_mag, the mean magnitude through the
+-- zero point at the frame centre only (vignetting included), is what the noise depends on.
+-- Parameters: $max_err, $min_n.
+WITH
+points AS (
+    SELECT
+        m.object_id,
+        f.mjd,
+        -2.5 * log10(m.flux) - z0_at(f.z0_coeffs, m.x, m.y, f.naxis1, f.naxis2)
+            - f.color_coeff * coalesce(o.bv, 0.0) AS mag,
+        -- what sets the noise: the brightness on the detector, i.e. the magnitude through the
+        -- frame's zero point at its centre (transparency) but not through the vignetting
+        -2.5 * log10(m.flux) - f.z0_coeffs[1] - f.color_coeff * coalesce(o.bv, 0.0) AS mag_det,
+        1.0857362047581294 * m.flux_err / m.flux AS err
+    FROM measurements AS m
+    JOIN frames AS f USING (frame_id)
+    JOIN objects AS o USING (object_id)
+    WHERE f.status = 'ok' AND m.flags = 0 AND m.flux > 0
+      AND 1.0857362047581294 * m.flux_err / m.flux <= $max_err
+),
+moments AS (
+    SELECT
+        object_id,
+        count(*) AS n,
+        avg(mag) AS mean_mag,
+        avg(mag_det) AS det_mag,
+        sum(mag / (err * err)) / sum(1.0 / (err * err)) AS wmean,
+        avg(err) AS mean_err,
+        stddev_samp(mag) AS std,
+        median(mag) AS med,
+        quantile_cont(mag, [0.05, 0.25, 0.75, 0.95]) AS q,
+        max(mjd) - min(mjd) AS time_span
+    FROM points
+    GROUP BY object_id
+    HAVING count(*) >= $min_n
+),
+deviations AS (
+    SELECT
+        p.object_id,
+        p.mjd,
+        p.mag,
+        abs(p.mag - m.med) AS absdev,
+        (p.mag - m.wmean) / p.err AS z,
+        sqrt(m.n / (m.n - 1.0)) * (p.mag - m.mean_mag) / p.err AS delta
+    FROM points AS p
+    JOIN moments AS m USING (object_id)
+),
+ordered AS (
+    SELECT
+        *,
+        lead(mag) OVER w AS mag_next,
+        lead(delta) OVER w AS delta_next
+    FROM deviations
+    WINDOW w AS (PARTITION BY object_id ORDER BY mjd)
+),
+indices AS (
+    SELECT
+        object_id,
+        1.4826 * median(absdev) AS mad_sigma,
+        sum(z * z) / (count(*) - 1) AS chi2_red,
+        sum(pow(mag_next - mag, 2)) AS dsum,
+        avg(sign(delta * delta_next) * sqrt(abs(delta * delta_next))) AS stetson_j,
+        avg(abs(delta)) / sqrt(avg(delta * delta)) AS stetson_k
+    FROM ordered
+    GROUP BY object_id
+)
+SELECT
+    m.object_id,
+    m.n::INTEGER AS n,
+    m.mean_mag,
+    m.det_mag,
+    m.wmean AS wmean_mag,
+    m.mean_err::FLOAT AS mean_err,
+    m.std::FLOAT AS std,
+    i.mad_sigma::FLOAT AS mad_sigma,
+    i.chi2_red::FLOAT AS chi2_red,
+    (m.q[3] - m.q[2])::FLOAT AS iqr,
+    (i.dsum / ((m.n - 1) * m.std * m.std))::FLOAT AS eta,
+    i.stetson_j::FLOAT AS stetson_j,
+    i.stetson_k::FLOAT AS stetson_k,
+    (m.q[4] - m.q[1])::FLOAT AS amplitude,
+    m.time_span::FLOAT AS time_span
+FROM moments AS m
+JOIN indices AS i USING (object_id)
+ORDER BY m.object_id;
