@@ -1,5 +1,5 @@
 -- candidate_lightcurves.sql: good calibrated points of the given objects, for the period search.
--- Same magnitude and selection as varstats.sql. Parameters: $ids (BIGINT[]), $max_err.
+-- Same magnitude and selection as varstats.sql. Parameters: $ids (BIGINT[]), $max_point_err.
 SELECT
     m.object_id,
     f.mjd,
@@ -11,5 +11,5 @@ JOIN frames AS f USING (frame_id)
 JOIN objects AS o USING (object_id)
 WHERE m.object_id IN (SELECT unnest($ids))
   AND f.status = 'ok' AND m.flags = 0 AND m.flux > 0
-  AND 1.0857362047581294 * m.flux_err / m.flux <= $max_err
+  AND 1.0857362047581294 * m.flux_err / m.flux <= $max_point_err
 ORDER BY m.object_id, f.mjd;

@@ -2,13 +2,15 @@
 --
 -- Calibrated magnitude: instrumental - z0 - C (B-V) (B-V taken as 0 where no colour was
 -- reconstructed: only the frame-to-frame part of C (B-V) matters for scatter). Good: frame
--- calibrated ('ok'), no flag, error at most $max_err. Objects with fewer than $min_n points are
--- skipped. The indices follow Sokolovsky et al. (2017): weighted mean, standard deviation, robust
+-- calibrated ('ok'), no flag, error at most $max_point_err. Objects are kept when their median
+-- error is at most $max_err and they have at least $min_n points: selecting objects, not points,
+-- by error keeps the faint phases of a variable (a deep eclipse has large errors) while objects
+-- at the detection limit, whose light curves are truncated, stay out. The indices follow Sokolovsky et al. (2017): weighted mean, standard deviation, robust
 -- sigma (1.4826 MAD), reduced chi2 about the weighted mean, interquartile range, von Neumann ratio
 -- eta (consecutive differences in time over the variance), Stetson J (consecutive pairs in time)
 -- and K, amplitude (5th-95th percentile) and time span. det_mag, the mean magnitude through the
 -- zero point at the frame centre only (vignetting included), is what the noise depends on.
--- Parameters: $max_err, $min_n.
+-- Parameters: $max_err, $max_point_err, $min_n.
 WITH
 points AS (
     SELECT
@@ -24,7 +26,7 @@ points AS (
     JOIN frames AS f USING (frame_id)
     JOIN objects AS o USING (object_id)
     WHERE f.status = 'ok' AND m.flags = 0 AND m.flux > 0
-      AND 1.0857362047581294 * m.flux_err / m.flux <= $max_err
+      AND 1.0857362047581294 * m.flux_err / m.flux <= $max_point_err
 ),
 moments AS (
     SELECT
@@ -40,7 +42,7 @@ moments AS (
         max(mjd) - min(mjd) AS time_span
     FROM points
     GROUP BY object_id
-    HAVING count(*) >= $min_n
+    HAVING count(*) >= $min_n AND median(err) <= $max_err
 ),
 deviations AS (
     SELECT

@@ -55,6 +55,8 @@ class FindConfig:
         Indices whose scores select candidates: any of ``"std"`` (the seed's scatter), ``"iqr"``
         and ``"inv_eta"`` (1/eta, von Neumann).
     max_err : float
+        Objects whose median error is larger are not scored (truncated at the detection limit).
+    max_point_err : float
         Measurements with larger errors are not used.
     periods : bool
         Search periods of the candidates.
@@ -76,6 +78,7 @@ class FindConfig:
     min_obs: int = 20
     indices: tuple[str, ...] = ("iqr", "inv_eta")
     max_err: float = 0.1
+    max_point_err: float = 0.3
     periods: bool = True
     period: PeriodConfig = field(default_factory=PeriodConfig)
     known: Path | None = None
@@ -107,7 +110,10 @@ def _check(store: Store) -> None:
 
 def compute_statistics(store: Store, config: FindConfig) -> tuple[pl.DataFrame, dict]:
     """Per-object statistics with scores on both indices, and the fitted noise curves."""
-    stats = store.pl(sqlfiles.load("varstats"), {"max_err": config.max_err, "min_n": 5})
+    stats = store.pl(
+        sqlfiles.load("varstats"),
+        {"max_err": config.max_err, "max_point_err": config.max_point_err, "min_n": 5},
+    )
     enough = stats.filter(pl.col("n") >= config.min_obs)
     if len(enough) < 20:
         raise InputError(
@@ -132,7 +138,9 @@ def compute_statistics(store: Store, config: FindConfig) -> tuple[pl.DataFrame, 
 def _periods(store: Store, ids: list[int], config: FindConfig) -> dict[int, object]:
     if not ids:
         return {}
-    lcs = store.pl(sqlfiles.load("candidate_lightcurves"), {"ids": ids, "max_err": config.max_err})
+    lcs = store.pl(
+        sqlfiles.load("candidate_lightcurves"), {"ids": ids, "max_point_err": config.max_point_err}
+    )
     out = {}
     for (oid,), lc in lcs.group_by(["object_id"], maintain_order=True):
         out[int(oid)] = search_period(
@@ -195,13 +203,14 @@ def _cross_match(cand: pl.DataFrame, known: pl.DataFrame, radius_arcsec: float) 
         radius_arcsec / 3600.0,
     )
     hit = idx >= 0
-    safe = np.maximum(idx, 0)
+    names, types = known["name"].to_list(), known["type"].to_list()
+    periods = known["period"].to_numpy()
     return cand.with_columns(
         pl.Series("known", hit),
-        pl.Series("known_name", np.where(hit, known["name"].to_numpy()[safe], None)),
-        pl.Series("known_type", np.where(hit, known["type"].to_numpy()[safe], None)),
-        pl.Series("known_period", np.where(hit, known["period"].to_numpy()[safe], np.nan)),
-        pl.Series("known_sep_arcsec", np.where(hit, sep, np.nan)),
+        pl.Series("known_name", [names[i] if i >= 0 else None for i in idx], pl.Utf8),
+        pl.Series("known_type", [types[i] if i >= 0 else None for i in idx], pl.Utf8),
+        pl.Series("known_period", [periods[i] if i >= 0 else None for i in idx], pl.Float64),
+        pl.Series("known_sep_arcsec", np.where(hit, sep, np.nan), pl.Float32),
     )
 
 

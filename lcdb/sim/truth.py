@@ -117,7 +117,7 @@ def true_zero_points(store: Store, sim_dir: Path) -> pl.DataFrame:
 def object_truth(store: Store, det: pl.DataFrame, sim_dir: Path) -> pl.DataFrame:
     """Objects with their dominant true star: reconstructed and true V, B−V, variability.
 
-    Columns: the objects table's, plus star_id, v_true, bv_true, var_type, amplitude.
+    Columns: the objects table's, plus star_id, v_true, bv_true, var_type, amplitude, period.
     """
     dom = (
         det.filter(pl.col("truth_star_id") >= 0)
@@ -133,6 +133,7 @@ def object_truth(store: Store, det: pl.DataFrame, sim_dir: Path) -> pl.DataFrame
         pl.col("bv").alias("bv_true"),
         "var_type",
         "amplitude",
+        "period",
     )
     return store.pl("SELECT * FROM objects").join(dom, on="object_id").join(stars, on="star_id")
 
