@@ -123,7 +123,7 @@ def test_periods_within_one_percent(searched):
 
 
 def test_known_or_new(searched):
-    store, sim = searched
+    store, _sim = searched
     c = store.pl("SELECT * FROM candidates")
     assert c["known"].sum() > 0 and (~c["known"]).sum() > 0
     k = c.filter(pl.col("known"))
