@@ -168,3 +168,77 @@ def colour_score(objects: pl.DataFrame, v_max: float = 11.0, min_frames: int = 5
         v_bias=float(np.median(dv)) if len(sel) else float("nan"),
         lc_rms_median=float(sel["colour_rms"].median()) if len(sel) else float("nan"),
     )
+
+
+@dataclass(frozen=True)
+class VariabilityScore:
+    """Recall, precision and period accuracy of ``candidates`` against the injected variables.
+
+    ``n_strong``: variables with >= ``min_obs`` good points whose sampled amplitude (peak to peak
+    of the true light curve at the epochs of their good measurements: an eclipse that fell between
+    exposures is not in the data) is at least 5x the expected scatter at their magnitude.
+    ``n_periodic``: candidates of strictly periodic types (sin, RR Lyr, EA) with >= 50 points and
+    at least three cycles in the time span; ``n_period_ok``: of those, periods within 1%.
+    """
+
+    recall: float
+    precision: float
+    n_strong: int
+    n_candidates: int
+    n_periodic: int
+    n_period_ok: int
+    missed: pl.DataFrame
+    false: pl.DataFrame
+
+
+def variability_score(
+    store: Store, det: pl.DataFrame, sim_dir: Path, min_obs: int = 20
+) -> VariabilityScore:
+    """Score the store's candidates against the simulator's variables."""
+    from lcdb.sim.variables import magnitude_offset
+
+    objs = object_truth(store, det, sim_dir)
+    vs = store.pl("SELECT object_id, det_mag, n FROM varstats")
+    nc = store.pl("SELECT * FROM noise_curve WHERE index = 'std' ORDER BY mag")
+    noise = 10 ** np.interp(
+        vs["det_mag"].to_numpy(), nc["mag"].to_numpy(), nc["log_trend"].to_numpy()
+    )
+    cand = store.pl("SELECT object_id, period AS period_found, n AS n_cand FROM candidates")
+    t = (
+        objs.join(vs.with_columns(pl.Series("noise", noise)), on="object_id")
+        .join(cand, on="object_id", how="left")
+        .with_columns(pl.col("n_cand").is_not_null().alias("candidate"))
+    )
+    var = t.filter((pl.col("var_type") != "constant") & (pl.col("n") >= min_obs))
+    stars = pl.read_parquet(Path(sim_dir) / "truth" / "stars.parquet")
+    lcs = store.pl(
+        "SELECT object_id, mjd FROM lightcurves WHERE object_id IN (SELECT unnest($ids)) "
+        "AND frame_status = 'ok' AND flags = 0 AND mag_err <= 0.3",
+        {"ids": var["object_id"].to_list()},
+    )
+    sampled = []
+    for oid, sid in zip(var["object_id"], var["star_id"], strict=True):
+        mjd = lcs.filter(pl.col("object_id") == oid)["mjd"].to_numpy()
+        dm = np.asarray(
+            magnitude_offset(stars.filter(pl.col("star_id") == sid), mjd[None, :])
+        ).ravel()
+        sampled.append(float(np.ptp(dm)) if dm.size else 0.0)
+    strong = var.filter(pl.Series(np.asarray(sampled) >= 5 * var["noise"].to_numpy()))
+    picked = t.filter(pl.col("candidate"))
+    span = store.sql("SELECT max(mjd) - min(mjd) FROM frames").column(0)[0].as_py() or 0.0
+    periodic = picked.filter(
+        pl.col("var_type").is_in(["sin", "rrlyr", "ea"])
+        & (pl.col("n") >= 50)
+        & (pl.col("period") < span / 3)
+    )
+    ok = int(((periodic["period_found"] / periodic["period"] - 1).abs() < 0.01).sum())
+    return VariabilityScore(
+        recall=float(strong["candidate"].mean()) if len(strong) else float("nan"),
+        precision=float((picked["var_type"] != "constant").mean()) if len(picked) else 1.0,
+        n_strong=len(strong),
+        n_candidates=len(picked),
+        n_periodic=len(periodic),
+        n_period_ok=ok,
+        missed=strong.filter(~pl.col("candidate")),
+        false=picked.filter(pl.col("var_type") == "constant"),
+    )
