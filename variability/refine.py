@@ -210,7 +210,12 @@ def refine(
             config,
         )
         if ref_ids.size < config.fit.min_stars:
-            raise InputError(f"only {ref_ids.size} reference objects: too few to refine")
+            raise InputError(
+                f"only {ref_ids.size} objects qualify as reference stars (colours fitted, "
+                f">= {config.min_points} points, constant): too few to refine; see the "
+                "objects' colour_note (e.g. a colour term C that hardly varies between frames "
+                "leaves B-V unconstrained)"
+            )
         set_reference(store, ref_ids)
         cal = calibrate(
             store, CalibrateConfig(fit=config.fit, reference="objects", iteration=it), options

@@ -1,0 +1,120 @@
+"""Benchmark of the variability chain on a simulated survey: rates and peak memory per stage.
+
+Simulates a survey with the catalogue-level simulator (default: a Mini-MegaTORTORA field, 1250
+frames of 20,000 stars, ~10^7 measurements; the Mini-SiTian preset's g-band colour term hardly
+varies, so its colours cannot be reconstructed), ingests it, then runs each stage in its own process and prints
+its wall time, throughput and peak memory (ru_maxrss of that process):
+cluster (measurements/s), calibrate (frames/s), colours (measurements/s), one refine iteration,
+find-variables (objects/s and measurements/s).
+
+Usage: ``python bench/pipeline.py [--frames 1250 --stars 20000 --preset mmt] [--dir DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_STAGE = """
+import json, resource, sys, time
+import lcdb
+from lcdb.runner import RunnerOptions
+store = lcdb.open(sys.argv[1])
+stage = sys.argv[2]
+opts = RunnerOptions(workers=int(sys.argv[3]), progress=False)
+t = time.perf_counter()
+if stage == "ingest":
+    from ingest import IngestOptions, ingest_paths, load_refcat
+    load_refcat(store, sys.argv[4] + "/refcat.parquet")
+    ingest_paths(store, [sys.argv[4] + "/frames"], IngestOptions(progress=False))
+elif stage == "cluster":
+    from variability.cluster import ClusterConfig, cluster
+    cluster(store, ClusterConfig(store.config.match_radius_arcsec, store.config.order), opts)
+elif stage == "calibrate":
+    from variability.calibrate import calibrate
+    calibrate(store, options=opts)
+elif stage == "colours":
+    from variability.colours import reconstruct_colours
+    reconstruct_colours(store)
+elif stage == "refine":
+    from variability.refine import RefineConfig, refine
+    refine(store, RefineConfig(max_iter=1), opts)
+elif stage == "find-variables":
+    from variability.findvars import find_variables
+    find_variables(store)
+dt = time.perf_counter() - t
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": dt, "rss_mb": rss}))
+"""
+
+
+def run_stage(store: Path, stage: str, workers: int, sim: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", _STAGE, str(store), stage, str(workers), str(sim)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=1250)
+    p.add_argument("--stars", type=int, default=20_000)
+    p.add_argument("--preset", default="mmt")
+    p.add_argument("--order", type=int, default=5)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dir", type=Path, default=None)
+    args = p.parse_args(argv)
+    import lcdb
+    from lcdb.sim.camera import PRESETS
+    from lcdb.sim.survey import SurveyConfig, simulate_survey
+
+    work = args.dir or Path(tempfile.mkdtemp(prefix="lcdb-pipe-"))
+    sim = work / "survey"
+    t = time.perf_counter()
+    res = simulate_survey(
+        SurveyConfig(
+            camera=PRESETS[args.preset], n_frames=args.frames, n_stars=args.stars, seed=args.seed
+        ),
+        sim,
+        progress=False,
+        overwrite=True,
+    )
+    print(
+        f"simulated {res.n_frames} frames, {res.n_detections:,} detections "
+        f"in {time.perf_counter() - t:.1f} s"
+    )
+    store = work / "store"
+    if store.exists():
+        shutil.rmtree(store)
+    lcdb.init_store(store, lcdb.StoreConfig(order=args.order))
+    n_meas = res.n_detections
+    for stage in ("ingest", "cluster", "calibrate", "colours", "refine", "find-variables"):
+        r = run_stage(store, stage, args.jobs, sim)
+        s = lcdb.open(store)
+        extra = ""
+        if stage in ("ingest", "cluster", "colours"):
+            extra = f"{n_meas / r['seconds'] / 1e6:.2f} M measurements/s"
+        elif stage == "calibrate":
+            extra = f"{s.count('frames') / r['seconds']:.0f} frames/s"
+        elif stage == "find-variables":
+            extra = (
+                f"{s.count('varstats') / r['seconds']:,.0f} objects/s, "
+                f"{n_meas / r['seconds'] / 1e6:.2f} M measurements/s"
+            )
+        print(f"{stage:<15} {r['seconds']:7.1f} s   peak {r['rss_mb']:6.0f} MB   {extra}")
+    if not args.dir:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
