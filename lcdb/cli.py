@@ -18,7 +18,18 @@ from lcdb.errors import LcdbError, UsageError
 _log = logging.getLogger("lcdb")
 
 # Modules of lcdb.commands, in the order their subcommands are listed by --help.
-_COMMAND_MODULES = ("store", "ingest", "refcat", "query", "jobs", "variables", "simulate", "demo")
+_COMMAND_MODULES = (
+    "store",
+    "ingest",
+    "refcat",
+    "query",
+    "jobs",
+    "variables",
+    "export",
+    "plot",
+    "simulate",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -123,7 +123,9 @@ def _read_detections(payload: dict, config: ClusterConfig) -> dict[str, np.ndarr
         ring, m = healpix.margin_pixels(
             payload["pixel"], config.order, config.margin_radii * config.radius_deg
         )
-        sel = np.isin(nb.column("healpix_29").to_numpy() >> (2 * (29 - m)), ring)
+        coarse = nb.column("healpix_29").to_numpy() >> (2 * (29 - m))
+        pos = np.clip(np.searchsorted(ring, coarse), 0, ring.size - 1)
+        sel = ring[pos] == coarse  # ring is sorted: a binary search beats np.isin here
         parts.append(nb.filter(pa.array(sel)))
     det = {
         c: np.concatenate([p.column(c).to_numpy(zero_copy_only=False) for p in parts])

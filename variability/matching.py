@@ -73,64 +73,100 @@ def nearest_moving(
     """Nearest catalogue star within ``radius_deg`` of each detection at the detection's epoch.
 
     ``cat`` holds ``ra``, ``dec`` (at ``epoch``), ``pmra``, ``pmdec`` (mas/yr, NaN = 0) and
-    ``epoch`` (Julian year). Candidates come from a tree of catalogue positions with the radius
-    widened by the largest displacement; the exact separation is then computed for the ``k``
-    nearest at each detection's own epoch.
+    ``epoch`` (Julian year). Stars that move less than a tenth of the radius over the time span
+    are matched with one plain nearest-neighbour query; the few that move more are matched at each
+    detection's own epoch among the ``k`` nearest of a tree widened by their largest displacement.
+    Returns the index into ``cat`` (-1: none) and the separation in arcsec.
     """
     n = ra.size
+    idx = np.full(n, -1, np.int64)
+    sep = np.full(n, np.inf)
     if n == 0 or cat["ra"].size == 0:
-        return np.full(n, -1, np.int64), np.full(n, np.inf)
-    pmra = np.nan_to_num(cat["pmra"])
-    pmdec = np.nan_to_num(cat["pmdec"])
+        return idx, sep
+    pmra = np.nan_to_num(np.asarray(cat["pmra"], float))
+    pmdec = np.nan_to_num(np.asarray(cat["pmdec"], float))
     dt_max = float(np.max(np.abs(year - np.mean(cat["epoch"])))) + 1.0
-    slack = float(np.max(np.hypot(pmra, pmdec), initial=0.0)) * dt_max / MAS_PER_DEG
+    moving = np.hypot(pmra, pmdec) * dt_max / MAS_PER_DEG > 0.1 * radius_deg
+    points = unit_vectors(ra, dec)
+    static = np.flatnonzero(~moving)
+    if static.size:
+        tree = cKDTree(unit_vectors(cat["ra"][static], cat["dec"][static]))
+        i, s = nearest_within(tree, points, radius_deg)
+        hit = i >= 0
+        idx[hit], sep[hit] = static[i[hit]], s[hit]
+    fast = np.flatnonzero(moving)
+    if fast.size:
+        i, s = _nearest_propagated(
+            ra,
+            dec,
+            points,
+            year,
+            {c: np.asarray(cat[c])[fast] for c in ("ra", "dec", "epoch")},
+            pmra[fast],
+            pmdec[fast],
+            radius_deg,
+            dt_max,
+            k,
+        )
+        better = (i >= 0) & (s < sep)
+        idx[better], sep[better] = fast[i[better]], s[better]
+    return idx, sep
+
+
+def _nearest_propagated(ra, dec, points, year, cat, pmra, pmdec, radius_deg, dt_max, k):
+    """Exact matching at each detection's epoch against a few moving stars."""
+    n = ra.size
+    slack = float(np.max(np.hypot(pmra, pmdec))) * dt_max / MAS_PER_DEG
     tree = cKDTree(unit_vectors(cat["ra"], cat["dec"]))
     k = min(k, cat["ra"].size)
-    dist, idx = tree.query(
-        unit_vectors(ra, dec), k=k, distance_upper_bound=chord(radius_deg + slack)
-    )
+    dist, idx = tree.query(points, k=k, distance_upper_bound=chord(radius_deg + slack))
     dist, idx = dist.reshape(n, k), idx.reshape(n, k)
     valid = np.isfinite(dist)
-    safe = np.where(valid, idx, 0)
-    dt = year[:, None] - cat["epoch"][safe]
+    out_i = np.full(n, -1, np.int64)
+    out_s = np.full(n, np.inf)
+    rows = np.flatnonzero(valid.any(axis=1))  # only detections near a moving star
+    if rows.size == 0:
+        return out_i, out_s
+    safe = np.where(valid[rows], idx[rows], 0)
+    dt = year[rows, None] - cat["epoch"][safe]
     ra_t, dec_t = propagate(cat["ra"][safe], cat["dec"][safe], pmra[safe], pmdec[safe], dt)
-    sep = np.degrees(
-        2
-        * np.arcsin(
-            np.sqrt(
-                np.clip(
-                    np.sin(np.radians(dec_t - dec[:, None]) / 2) ** 2
-                    + np.cos(np.radians(dec_t))
-                    * np.cos(np.radians(dec[:, None]))
-                    * np.sin(np.radians(ra_t - ra[:, None]) / 2) ** 2,
-                    0,
-                    1,
-                )
-            )
-        )
-    )
-    sep = np.where(valid, sep, np.inf)
-    best = np.argmin(sep, axis=1)
-    best_sep = sep[np.arange(n), best]
+    d1, r1 = np.radians(dec[rows, None]), np.radians(ra[rows, None])
+    d2, r2 = np.radians(dec_t), np.radians(ra_t)
+    hav = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
+    s = np.where(valid[rows], np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0, 1)))), np.inf)
+    best = np.argmin(s, axis=1)
+    best_sep = s[np.arange(rows.size), best]
     hit = best_sep <= radius_deg
-    return np.where(hit, idx[np.arange(n), best], -1).astype(np.int64), np.where(
-        hit, best_sep * 3600.0, np.inf
-    )
+    out_i[rows[hit]] = idx[rows, :][np.arange(rows.size), best][hit]
+    out_s[rows[hit]] = best_sep[hit] * 3600.0
+    return out_i, out_s
 
 
 def one_per_group(group: np.ndarray, frame: np.ndarray, sep: np.ndarray) -> np.ndarray:
     """Mask keeping, for each (group, frame) pair, only the row with the smallest separation.
 
-    Rows with ``group < 0`` are never kept.
+    Rows with ``group < 0`` are never kept. Pairs are combined into one int64 key so a single
+    argsort finds the (rare) duplicates; only those are sorted by separation.
     """
-    n = group.size
-    keep = np.zeros(n, bool)
-    cand = np.flatnonzero(group >= 0)
+    keep = group >= 0
+    cand = np.flatnonzero(keep)
     if cand.size == 0:
         return keep
-    order = cand[np.lexsort((sep[cand], frame[cand], group[cand]))]
-    g, f = group[order], frame[order]
-    first = np.ones(order.size, bool)
-    first[1:] = (g[1:] != g[:-1]) | (f[1:] != f[:-1])
-    keep[order[first]] = True
+    fr = frame[cand].astype(np.int64)
+    fr = fr - fr.min()
+    _, rank = np.unique(group[cand], return_inverse=True)  # object ids are ~2^58: rank them
+    key = rank.astype(np.int64) * (int(fr.max()) + 1) + fr
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    dup = np.zeros(ks.size, bool)
+    dup[1:] = ks[1:] == ks[:-1]
+    dup[:-1] |= dup[1:]
+    if not dup.any():
+        return keep
+    rows = cand[order[dup]]  # every row of a duplicated pair
+    sub = np.lexsort((sep[rows], key[order[dup]]))
+    rows, ksub = rows[sub], key[order[dup]][sub]
+    first = np.ones(rows.size, bool)
+    first[1:] = ksub[1:] != ksub[:-1]
+    keep[rows[~first]] = False
     return keep
