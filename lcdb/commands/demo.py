@@ -39,8 +39,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _curve_frame(curves: dict) -> pl.DataFrame:
+    """Noise curves as rows of the ``noise_curve`` table (to plot them before they are stored)."""
+    return pl.concat(
+        pl.DataFrame(
+            {
+                "index": c.index,
+                "mag": c.mag,
+                "log_trend": c.log_trend,
+                "log_spread": c.log_spread,
+                "threshold": 5.0,
+            }
+        )
+        for c in curves.values()
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from ingest import IngestOptions, ingest_paths, load_refcat
+    from lcdb.export import candidates_table, write_table
+    from lcdb.plots import plot_diagram
     from lcdb.runner import RunnerOptions
     from lcdb.sim import truth
     from lcdb.sim.survey import SurveyConfig, simulate_survey
@@ -48,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from variability.calibrate import calibrate
     from variability.cluster import ClusterConfig, cluster
     from variability.colours import reconstruct_colours
-    from variability.findvars import FindConfig, find_variables
+    from variability.findvars import FindConfig, compute_statistics, find_variables
     from variability.refine import refine
 
     if args.frames < 10 or args.stars < 100:
@@ -113,6 +131,18 @@ def _run(args: argparse.Namespace) -> int:
     )
     timed("colours", reconstruct_colours, store)
     before = truth.colour_score(truth.object_truth(store, det, sim_dir))
+    plots = out / "plots"
+    stats_before, curves_before = compute_statistics(store, FindConfig())
+    would_be = stats_before.filter(
+        (pl.max_horizontal("score_iqr", "score_eta") > 5) & (pl.col("n") >= 20)
+    ).select("object_id")
+    plot_diagram(
+        stats_before,
+        _curve_frame(curves_before),
+        would_be,
+        plots / "diagram-before-refine.png",
+        "Scatter vs magnitude before refinement",
+    )
     log = timed("refine", refine, store, options=runner)
     after = truth.colour_score(truth.object_truth(store, det, sim_dir))
     report.append(
@@ -127,6 +157,14 @@ def _run(args: argparse.Namespace) -> int:
     )
     fv = timed("find-variables", find_variables, store, FindConfig())
     found = truth.variability_score(store, det, sim_dir)
+    plot_diagram(
+        store.pl("SELECT * FROM varstats"),
+        store.pl("SELECT * FROM noise_curve"),
+        store.pl("SELECT * FROM candidates"),
+        plots / "diagram-after-refine.png",
+        "Scatter vs magnitude after refinement",
+    )
+    write_table(candidates_table(store), out / "candidates.fits", "fits", "candidates")
     report.append(
         f"variables {fv['candidates']} candidates ({fv['periodic']} periodic): recall "
         f"{100 * found.recall:.0f}% of the {found.n_strong} variables at least 5x the noise in "
@@ -134,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{found.n_period_ok} of {found.n_periodic} periodic ones"
     )
     report.append(f"store: {store_dir}   survey and truth: {sim_dir}")
+    report.append(f"candidates: {out / 'candidates.fits'}   plots: {plots}")
     report.append("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     report.append(f'try: lcdb sql --store {store_dir} "SELECT * FROM frames LIMIT 5"')
     sys.stdout.write("\n".join(report) + "\n")
