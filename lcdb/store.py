@@ -102,7 +102,16 @@ class Store:
         return self._con
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect()
+        # Bounded memory: large sorts and aggregations (light-curve statistics over 10^8 rows)
+        # spill to a scratch folder instead of growing with the store.
+        import tempfile
+
+        con = duckdb.connect(
+            config={
+                "memory_limit": os.environ.get("LCDB_MEMORY_LIMIT", "4GB"),
+                "temp_directory": os.path.join(tempfile.gettempdir(), "lcdb-duckdb"),
+            }
+        )
         order = self.config.order
 
         def cone_pixels(ra: float, dec: float, radius: float) -> list[int]:

@@ -160,10 +160,13 @@ def fit_frame(
     for _ in range(cfg.max_iter):
         if used.sum() < need:
             return FrameFit(False, f"too few stars left after clipping ({int(used.sum())})")
+        # Normal equations: p <= 29 columns in [-1, 1], so A^T W A is well conditioned and this
+        # is ~100x faster than an SVD least squares on thousands of stars (bench/pipeline.py).
         aw = a[used] * w[used, None]
-        coef, _, rank, _ = np.linalg.lstsq(aw, y[used] * w[used], rcond=None)
-        if rank < a.shape[1]:
+        normal = aw.T @ aw
+        if np.linalg.cond(normal) > 1e12:
             return FrameFit(False, "degenerate fit (stars do not constrain the model)")
+        coef = np.linalg.solve(normal, aw.T @ (y[used] * w[used]))
         resid = y - a @ coef
         norm = resid * w
         sigma = 1.4826 * np.median(np.abs(norm[used] - np.median(norm[used])))
