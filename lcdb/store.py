@@ -110,6 +110,7 @@ class Store:
             config={
                 "memory_limit": os.environ.get("LCDB_MEMORY_LIMIT", "4GB"),
                 "temp_directory": os.path.join(tempfile.gettempdir(), "lcdb-duckdb"),
+                "preserve_insertion_order": False,
             }
         )
         order = self.config.order

@@ -28,9 +28,11 @@ import polars as pl
 import pyarrow as pa
 from scipy.spatial import cKDTree
 
-from lcdb import schema, sqlfiles
+from lcdb import healpix, layout, schema, sqlfiles
 from lcdb.errors import InputError
+from lcdb.runner import RunnerOptions, UnitOutput, run_job
 from lcdb.store import Store
+from lcdb.tableio import write_parquet
 from lcdb.tables import replace_table
 from variability import matching
 from variability.noisecurve import NoiseCurve, fit_noise_curve
@@ -108,11 +110,61 @@ def _check(store: Store) -> None:
         raise InputError(f"{store.root}: no calibrated frame (run `lcdb calibrate` first)")
 
 
-def compute_statistics(store: Store, config: FindConfig) -> tuple[pl.DataFrame, dict]:
-    """Per-object statistics with scores on both indices, and the fitted noise curves."""
+@dataclass(frozen=True)
+class StatsJob:
+    """Per-object statistics of the objects owned by one partition (a runner job).
+
+    An object's detections lie in its partition or, at a border, a neighbour; the unit reads
+    those files restricted to its objects' id range, so memory is bounded by one partition.
+    """
+
+    config: FindConfig
+    order: int
+    name: str = "varstats"
+
+    def units(self, store: Store) -> list[tuple[str, dict]]:
+        out = []
+        for pixel in store.pixels("objects"):
+            near = set(healpix.neighbour_pixels(pixel, self.order)) | {pixel}
+            lo, hi = healpix.index_range(pixel, self.order)
+            files = store.files("measurements", near)
+            if files:
+                out.append((f"pixel={pixel}", {"pixel": pixel, "files": files, "lo": lo, "hi": hi}))
+        return out
+
+    def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
+        with Store(Path(root)) as store:
+            stats = store.sql(
+                sqlfiles.load("varstats"),
+                {
+                    "files": payload["files"],
+                    "lo": payload["lo"],
+                    "hi": payload["hi"],
+                    "max_err": self.config.max_err,
+                    "max_point_err": self.config.max_point_err,
+                    "min_n": 5,
+                },
+            )
+        out = UnitOutput(key=key, stats={"objects": float(stats.num_rows)})
+        if stats.num_rows:
+            path = layout.new_partition_file(Path(root), "varstats", payload["pixel"], "s")
+            write_parquet(schema.conform(stats, "varstats"), path)
+            out.add.append(("varstats", str(path), stats.num_rows, {}))
+        return out
+
+
+def compute_statistics(
+    store: Store, config: FindConfig, options: RunnerOptions | None = None
+) -> tuple[pl.DataFrame, dict]:
+    """Per-object statistics with scores on every index, and the fitted noise curves.
+
+    The statistics run partition by partition (:class:`StatsJob`) into the ``varstats`` table;
+    the scores are then computed over all objects (a few columns per object fit in memory).
+    """
+    replace_table(store, "varstats", schema.empty("varstats"), key="object_id")
+    run_job(store, StatsJob(config, store.config.order), options or RunnerOptions(progress=False))
     stats = store.pl(
-        sqlfiles.load("varstats"),
-        {"max_err": config.max_err, "max_point_err": config.max_point_err, "min_n": 5},
+        "SELECT * EXCLUDE (pixel, score, score_iqr, score_eta) FROM varstats ORDER BY object_id"
     )
     enough = stats.filter(pl.col("n") >= config.min_obs)
     if len(enough) < 20:
@@ -214,12 +266,14 @@ def _cross_match(cand: pl.DataFrame, known: pl.DataFrame, radius_arcsec: float) 
     )
 
 
-def find_variables(store: Store, config: FindConfig | None = None) -> dict:
+def find_variables(
+    store: Store, config: FindConfig | None = None, options: RunnerOptions | None = None
+) -> dict:
     """Run the variability search on ``store``; returns summary figures."""
     config = config or FindConfig()
     _check(store)
     known = read_known(config.known) if config.known else None
-    stats, curves = compute_statistics(store, config)
+    stats, curves = compute_statistics(store, config, options)
     score_col = {"std": "score", "iqr": "score_iqr", "inv_eta": "score_eta"}
     cols = [score_col[i] for i in config.indices]
     best = pl.max_horizontal(cols)
@@ -231,6 +285,7 @@ def find_variables(store: Store, config: FindConfig | None = None) -> dict:
     ).filter((pl.col("best_score") > config.threshold) & (pl.col("n") >= config.min_obs))
     objs = store.pl("SELECT object_id, ra, dec, v, bv FROM objects")
     cand = cand.join(objs, on="object_id", how="left").sort("best_score", descending=True)
+    cand = _mark_blends(store, cand, stats, config)
     curve = curves["std"]
     mag = cand["det_mag"].to_numpy()
     periods = _periods(store, cand["object_id"].to_list(), config) if config.periods else {}
@@ -262,7 +317,7 @@ def find_variables(store: Store, config: FindConfig | None = None) -> dict:
         pl.Series("period_amplitude", per("amplitude"), pl.Float32),
         pl.Series("kind", per("kind"), pl.Utf8),
     )
-    out = _mark_blends(store, out, stats, config)
+    out = out.with_columns(cand["blended"])
     if known is not None and len(out):
         radius = config.known_radius_arcsec or store.config.match_radius_arcsec
         out = _cross_match(out, known, radius)

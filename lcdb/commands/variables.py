@@ -67,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_store_arg(p)
     _add_find_args(p)
+    add_runner_args(p)
     p.set_defaults(func=_find)
 
     p = sub.add_parser(
@@ -83,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _find(args: argparse.Namespace) -> int:
     from variability.findvars import find_variables
 
-    find_variables(store_from(args), _find_config(args))
+    find_variables(store_from(args), _find_config(args), runner_options(args))
     return 0
 
 
@@ -108,7 +109,7 @@ def run_chain(store, find_config, runner) -> dict:
         ("calibrate", lambda: calibrate(store, options=runner)),
         ("colours", lambda: reconstruct_colours(store)),
         ("refine", lambda: refine(store, options=runner)[-1]),
-        ("find-variables", lambda: find_variables(store, find_config)),
+        ("find-variables", lambda: find_variables(store, find_config, runner)),
     )
     for name, fn in steps:
         t = time.perf_counter()
