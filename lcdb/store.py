@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from lcdb import healpix, layout, manifest, schema, sqlfiles
+from lcdb import healpix, layout, manifest, schema, sqlfiles, zeropoint
 from lcdb.config import StoreConfig, read_config, write_config
 from lcdb.errors import InputError, StoreError
 
@@ -224,17 +224,48 @@ class Store:
         if not files:
             return self.sql(sqlfiles.load("lightcurve_position_empty"))
         lo, hi = _index_bounds(ra, dec, radius_deg)
-        return self.sql(
-            sqlfiles.load("lightcurve_position"),
-            {
-                "files": files,
-                "ra": float(ra),
-                "dec": float(dec),
-                "radius_deg": radius_deg,
-                "lo": lo,
-                "hi": hi,
-            },
-        )
+        rows = self.sql(sqlfiles.load("lightcurve_position"), {"files": files, "lo": lo, "hi": hi})
+        return _cone_lightcurve(rows, ra, dec, radius_deg)
+
+
+def _cone_lightcurve(rows: pa.Table, ra: float, dec: float, radius_deg: float) -> pa.Table:
+    """Exact cone cut, magnitudes and z0 of the candidate rows, sorted by time."""
+    sep = healpix.angular_separation_deg(rows["ra"].to_numpy(), rows["dec"].to_numpy(), ra, dec)
+    t = rows.filter(pa.array(sep <= radius_deg))
+    sep = sep[sep <= radius_deg]
+    flux = t["flux"].to_numpy(zero_copy_only=False).astype(float)
+    err = t["flux_err"].to_numpy(zero_copy_only=False).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(flux > 0, -2.5 * np.log10(flux), np.nan)
+        mag_err = np.where(flux > 0, 1.0857362047581294 * err / flux, np.nan)
+    z0 = np.full(t.num_rows, np.nan)
+    coeffs = t["z0_coeffs"].to_pylist()
+    xn, yn = zeropoint.normalise(
+        t["x"].to_numpy(), t["y"].to_numpy(), t["naxis1"].to_numpy(), t["naxis2"].to_numpy()
+    )
+    for i, c in enumerate(coeffs):
+        if c is not None:
+            z0[i] = zeropoint.evaluate(c, xn[i : i + 1], yn[i : i + 1])[0]
+    out = pa.table(
+        {
+            "frame_id": t["frame_id"],
+            "mjd": t["mjd"],
+            "filter": t["filter"],
+            "channel": t["channel"],
+            "object_id": t["object_id"],
+            "ra": t["ra"],
+            "dec": t["dec"],
+            "x": t["x"],
+            "y": t["y"],
+            "mag_instr": pa.array(mag, mask=~np.isfinite(mag)),
+            "mag_err": pa.array(mag_err, mask=~np.isfinite(mag_err)),
+            "z0": pa.array(z0, mask=~np.isfinite(z0)),
+            "flags": t["flags"],
+            "frame_status": t["frame_status"],
+            "sep_arcsec": pa.array(sep * 3600.0),
+        }
+    )
+    return out.sort_by("mjd")
 
 
 def _index_bounds(ra: float, dec: float, radius_deg: float) -> tuple[int, int]:

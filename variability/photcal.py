@@ -19,38 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lcdb import zeropoint
 
-def z0_terms(order: int) -> list[tuple[int, int]]:
-    """Exponents ``(i, j)`` of ``xn**i * yn**j`` in the basis order of ``z0_poly``."""
-    return [(d - j, j) for d in range(order + 1) for j in range(d + 1)]
-
-
-def normalise(x: np.ndarray, y: np.ndarray, naxis1: int, naxis2: int) -> tuple[np.ndarray, ...]:
-    """Pixel coordinates (0-based) to [-1, 1] over the detector."""
-    return 2.0 * np.asarray(x, float) / (naxis1 - 1) - 1.0, 2.0 * np.asarray(y, float) / (
-        naxis2 - 1
-    ) - 1.0
-
-
-def design(xn: np.ndarray, yn: np.ndarray, order: int) -> np.ndarray:
-    """Columns of the Z0 polynomial at (xn, yn)."""
-    xp = [np.ones_like(xn)]
-    yp = [np.ones_like(yn)]
-    for _ in range(order):
-        xp.append(xp[-1] * xn)
-        yp.append(yp[-1] * yn)
-    return np.stack([xp[i] * yp[j] for i, j in z0_terms(order)], axis=1)
-
-
-def evaluate(coeffs: np.ndarray, xn: np.ndarray, yn: np.ndarray) -> np.ndarray:
-    """Z0 at normalised positions for a coefficient vector of any supported order."""
-    coeffs = np.asarray(coeffs, float)
-    order = 0
-    while len(z0_terms(order)) < coeffs.size:
-        order += 1
-    if len(z0_terms(order)) != coeffs.size:
-        raise ValueError(f"{coeffs.size} coefficients do not form a complete polynomial")
-    return design(np.asarray(xn, float), np.asarray(yn, float), order) @ coeffs
+# The basis lives with the store (lcdb.zeropoint), which evaluates z0 for light curves too.
+z0_terms = zeropoint.terms
+normalise = zeropoint.normalise
+design = zeropoint.design
+evaluate = zeropoint.evaluate
 
 
 @dataclass(frozen=True)
