@@ -20,6 +20,8 @@ _log = logging.getLogger("lcdb")
 # Modules of lcdb.commands, in the order their subcommands are listed by --help.
 _COMMAND_MODULES = (
     "store",
+    "calib",
+    "reduce",
     "ingest",
     "refcat",
     "query",

@@ -143,7 +143,7 @@ def _inputs(p: argparse.ArgumentParser) -> None:
 
 def _stack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma", type=float, default=3.0, help="clipping threshold (3)")
-    p.add_argument("--iterations", type=int, default=3, help="clipping iterations (3)")
+    p.add_argument("--iterations", type=int, default=2, help="clipping iterations (2)")
     p.add_argument("--memory-mb", type=float, default=256.0, help="memory of one block, MB")
     p.add_argument("--longitude", type=float, default=0.0, help="site longitude east, deg")
     p.add_argument("--calib", metavar="DIR", help="masters applied first (flats)")

@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from lcdb.errors import UsageError
 
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--aperture-factor", type=float, default=1.5, help="radius / FWHM (1.5)")
     p.add_argument("--aperture-radius", type=float, default=5.0, help="fixed radius, px (5)")
-    p.add_argument("--detect-sigma", type=float, default=1.5, help="detection threshold (1.5)")
+    p.add_argument("--detect-sigma", type=float, default=2.0, help="detection threshold (2)")
     p.add_argument("--mesh", type=int, default=64, help="background mesh, px (64)")
     p.add_argument("--max-error", type=float, default=0.1, help="largest flux_err/flux (0.1)")
     p.add_argument(
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace) -> Any:
     """The :class:`~ingest.reduce.ReduceConfig` of parsed ``args`` (UsageError if invalid)."""
     from ingest.astrometry import AstromConfig
     from ingest.cosmics import CosmicConfig
