@@ -2,10 +2,10 @@
 
 Simulates a survey with the catalogue-level simulator (default: a Mini-MegaTORTORA field, 1250
 frames of 20,000 stars, ~10^7 measurements; the Mini-SiTian preset's g-band colour term hardly
-varies, so its colours cannot be reconstructed), ingests it, then runs each stage in its own process and prints
-its wall time, throughput and peak memory (ru_maxrss of that process):
+varies, so its colours cannot be reconstructed), ingests it, then runs each stage in its own
+process and prints its wall time, throughput and peak memory (ru_maxrss of that process):
 cluster (measurements/s), calibrate (frames/s), colours (measurements/s), one refine iteration,
-find-variables (objects/s and measurements/s).
+find-variables (objects/s and measurements/s); then the light-curve latency by object.
 
 Usage: ``python bench/pipeline.py [--frames 1250 --stars 20000 --preset mmt] [--dir DIR]``.
 """
@@ -112,6 +112,19 @@ def main(argv: list[str] | None = None) -> None:
                 f"{n_meas / r['seconds'] / 1e6:.2f} M measurements/s"
             )
         print(f"{stage:<15} {r['seconds']:7.1f} s   peak {r['rss_mb']:6.0f} MB   {extra}")
+    s = lcdb.open(store)
+    ids = s.pl("SELECT object_id FROM objects WHERE n_obs >= 50 USING SAMPLE 50 ROWS")
+    ids = ids["object_id"].to_list()
+    s.lightcurve_by_object(ids[0])  # warm
+    times = []
+    for oid in ids:
+        t = time.perf_counter()
+        lc = s.lightcurve_by_object(oid)
+        times.append(time.perf_counter() - t)
+    print(
+        f"light curve by object: {1000 * sorted(times)[len(times) // 2]:.1f} ms median "
+        f"({lc.num_rows} points in the last)"
+    )
     if not args.dir:
         shutil.rmtree(work)
 

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
 
     n_pts = lc_pos().num_rows
     print(f'light curve by position (r=3"): {median_ms(lc_pos, 50):.1f} ms median ({n_pts} points)')
-    print("light curve by object: needs `lcdb cluster` (object ids), measured in bench/cluster.py")
+    print("light curve by object: needs objects (lcdb cluster): see bench/pipeline.py")
     cone = "SELECT count(*) FROM cone_search(150.0, 40.0, 1.0)"
     rows = store.sql(cone).column(0)[0].as_py()
     print(f"cone search r=1 deg: {median_ms(lambda: store.sql(cone), 5):.0f} ms ({rows:,} rows)")
