@@ -43,3 +43,29 @@ def replace_table(store: Store, name: str, table: pa.Table, key: str | None = No
         tx.commit()
     store.refresh()
     return written
+
+
+def rewrite_files(store: Store, name: str, fn) -> int:
+    """Replace every file of table ``name`` by ``fn(table_of_that_file)``, in one commit.
+
+    ``fn`` receives the file's rows conformed to the table's schema and returns the rows to keep
+    (possibly none). Files stay in their partitions. Returns the rows written.
+    """
+    from lcdb.tableio import read_parquet
+
+    rows = 0
+    with manifest.transaction(store.root) as tx:
+        for entry in tx.live_entries(name):
+            new = fn(schema.conform(read_parquet([store.root / entry["path"]]), name))
+            tx.remove(name, entry["path"])
+            if new.num_rows:
+                if entry["pixel"] is None:
+                    path = layout.new_flat_file(store.root, name, name)
+                else:
+                    path = layout.new_partition_file(store.root, name, entry["pixel"], name[:3])
+                write_parquet(schema.conform(new, name), path)
+                tx.add(name, path, new.num_rows)
+                rows += new.num_rows
+        tx.commit()
+    store.refresh()
+    return rows

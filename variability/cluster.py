@@ -35,10 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.spatial import cKDTree
 
-from lcdb import healpix, layout, manifest, schema
+from lcdb import healpix, layout, schema
 from lcdb.runner import JobSummary, RunnerOptions, UnitOutput, run_job
 from lcdb.store import Store
 from lcdb.tableio import read_parquet, write_parquet
+from lcdb.tables import rewrite_files
 from variability import matching
 
 _log = logging.getLogger(__name__)
@@ -407,29 +408,21 @@ def _summarise_objects(store: Store) -> int:
         "FROM measurements WHERE object_id IS NOT NULL GROUP BY object_id"
     )
     counts = {k: i for i, k in enumerate(stats["object_id"].to_pylist())}
-    with manifest.transaction(store.root) as tx:
-        for entry in tx.live_entries("objects"):
-            objs = read_parquet([store.root / entry["path"]])
-            rows = np.array([counts.get(k, -1) for k in objs["object_id"].to_pylist()], np.int64)
-            keep = rows >= 0
-            objs = objs.filter(pa.array(keep))
-            rows = rows[keep]
-            n = stats["n"].to_numpy()[rows]
-            free = pc.is_null(objs["ref_id"]).to_numpy(zero_copy_only=False)
-            ra = np.where(free, stats["ra_mean"].to_numpy()[rows], objs["ra"].to_numpy())
-            dec = np.where(free, stats["dec_mean"].to_numpy()[rows], objs["dec"].to_numpy())
-            objs = objs.set_column(
-                objs.schema.get_field_index("n_obs"), "n_obs", pa.array(n, pa.int32())
-            )
-            objs = objs.set_column(objs.schema.get_field_index("ra"), "ra", pa.array(ra))
-            objs = objs.set_column(objs.schema.get_field_index("dec"), "dec", pa.array(dec))
-            tx.remove("objects", entry["path"])
-            if objs.num_rows:
-                path = layout.new_partition_file(store.root, "objects", entry["pixel"], "o")
-                write_parquet(objs, path)
-                tx.add("objects", path, objs.num_rows)
-        tx.commit()
-    store.refresh()
+
+    def update(objs: pa.Table) -> pa.Table:
+        rows = np.array([counts.get(k, -1) for k in objs["object_id"].to_pylist()], np.int64)
+        keep = rows >= 0
+        objs = objs.filter(pa.array(keep))
+        rows = rows[keep]
+        free = pc.is_null(objs["ref_id"]).to_numpy(zero_copy_only=False)
+        ra = np.where(free, stats["ra_mean"].to_numpy()[rows], objs["ra"].to_numpy())
+        dec = np.where(free, stats["dec_mean"].to_numpy()[rows], objs["dec"].to_numpy())
+        n_obs = pa.array(stats["n"].to_numpy()[rows], pa.int32())
+        for name, col in (("n_obs", n_obs), ("ra", pa.array(ra)), ("dec", pa.array(dec))):
+            objs = objs.set_column(objs.schema.get_field_index(name), name, col)
+        return objs
+
+    rewrite_files(store, "objects", update)
     return store.count("objects")
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lcdb import layout, manifest, schema, sqlfiles
+from lcdb import schema, sqlfiles
 from lcdb.errors import InputError
 from lcdb.store import Store
-from lcdb.tableio import read_parquet, write_parquet
+from lcdb.tables import rewrite_files
 
 _log = logging.getLogger(__name__)
 
@@ -198,55 +198,46 @@ def _write(store: Store, fit: dict[str, np.ndarray], keep_missing: bool = False)
     ids = fit["object_id"]
     order = np.argsort(ids)
     sorted_ids = ids[order]
-    with manifest.transaction(store.root) as tx:
-        for entry in tx.live_entries("objects"):
-            objs = schema.conform(read_parquet([store.root / entry["path"]]), "objects")
-            oid = objs["object_id"].to_numpy()
-            if sorted_ids.size:
-                pos = np.clip(np.searchsorted(sorted_ids, oid), 0, sorted_ids.size - 1)
-                found = sorted_ids[pos] == oid
-                rows = order[pos]
+
+    def update(objs: pa.Table) -> pa.Table:
+        oid = objs["object_id"].to_numpy()
+        if sorted_ids.size:
+            pos = np.clip(np.searchsorted(sorted_ids, oid), 0, sorted_ids.size - 1)
+            found = sorted_ids[pos] == oid
+            rows = order[pos]
+        else:
+            found = np.zeros(oid.size, bool)
+            rows = np.zeros(oid.size, np.int64)
+        for col in _FIT_COLUMNS:
+            field = schema.OBJECTS.field(col)
+            old = objs[col].to_pylist() if keep_missing else None
+            if col == "colour_note":
+                missing = "no good measurements"
+                vals = [
+                    fit[col][r] if f else (old[i] if old is not None else missing)
+                    for i, (r, f) in enumerate(zip(rows, found, strict=True))
+                ]
+                arr = pa.array(vals, pa.string())
             else:
-                found = np.zeros(oid.size, bool)
-                rows = np.zeros(oid.size, np.int64)
-            for col in _FIT_COLUMNS:
-                field = schema.OBJECTS.field(col)
-                old = objs[col].to_pylist() if keep_missing else None
-                if col == "colour_note":
-                    missing = "no good measurements"
-                    vals = [
-                        fit[col][r] if f else (old[i] if old is not None else missing)
-                        for i, (r, f) in enumerate(zip(rows, found, strict=True))
-                    ]
-                    arr = pa.array(vals, pa.string())
+                new = fit[col][rows].astype(float) if sorted_ids.size else np.zeros(oid.size)
+                if old is not None:
+                    prev = np.array([np.nan if x is None else x for x in old], float)
                 else:
-                    new = fit[col][rows].astype(float) if sorted_ids.size else np.zeros(oid.size)
-                    if old is not None:
-                        prev = np.array([np.nan if x is None else x for x in old], float)
-                    else:
-                        prev = np.full(oid.size, np.nan)
-                    vals = np.where(found, new, prev)
-                    arr = pa.array(vals, mask=~np.isfinite(vals)).cast(field.type)
-                objs = objs.set_column(objs.schema.get_field_index(col), col, arr)
-            tx.remove("objects", entry["path"])
-            path = layout.new_partition_file(store.root, "objects", entry["pixel"], "c")
-            write_parquet(objs, path)
-            tx.add("objects", path, objs.num_rows)
-        tx.commit()
-    store.refresh()
+                    prev = np.full(oid.size, np.nan)
+                vals = np.where(found, new, prev)
+                arr = pa.array(vals, mask=~np.isfinite(vals)).cast(field.type)
+            objs = objs.set_column(objs.schema.get_field_index(col), col, arr)
+        return objs
+
+    rewrite_files(store, "objects", update)
 
 
 def set_reference(store: Store, reference_ids: np.ndarray) -> None:
     """Flag the objects whose ids are given as reference stars (all others: false)."""
     ref = pa.array(np.unique(reference_ids), pa.int64())
-    with manifest.transaction(store.root) as tx:
-        for entry in tx.live_entries("objects"):
-            objs = schema.conform(read_parquet([store.root / entry["path"]]), "objects")
-            flag = pc.is_in(objs["object_id"], value_set=ref)
-            objs = objs.set_column(objs.schema.get_field_index("reference"), "reference", flag)
-            tx.remove("objects", entry["path"])
-            path = layout.new_partition_file(store.root, "objects", entry["pixel"], "r")
-            write_parquet(objs, path)
-            tx.add("objects", path, objs.num_rows)
-        tx.commit()
-    store.refresh()
+
+    def flag(objs: pa.Table) -> pa.Table:
+        is_ref = pc.is_in(objs["object_id"], value_set=ref)
+        return objs.set_column(objs.schema.get_field_index("reference"), "reference", is_ref)
+
+    rewrite_files(store, "objects", flag)
