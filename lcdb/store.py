@@ -111,9 +111,9 @@ class Store:
                 "memory_limit": os.environ.get("LCDB_MEMORY_LIMIT", "4GB"),
                 "temp_directory": os.path.join(tempfile.gettempdir(), "lcdb-duckdb"),
                 "preserve_insertion_order": False,
-                "enable_progress_bar": False,  # never mix a progress bar into stdout results
             }
         )
+        con.execute("SET enable_progress_bar = false")  # never mixed into stdout results
         order = self.config.order
 
         def cone_pixels(ra: float, dec: float, radius: float) -> list[int]:
