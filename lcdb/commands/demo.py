@@ -69,8 +69,9 @@ def _run(args: argparse.Namespace) -> int:
     from variability.findvars import FindConfig, compute_statistics, find_variables
     from variability.refine import refine
 
-    if args.frames < 10 or args.stars < 100:
-        raise UsageError("the demo needs --frames >= 10 and --stars >= 100")
+    if args.frames < 30 or args.stars < 1000:
+        # Fewer leave too few reference stars per frame for a 4th-order zero-point fit.
+        raise UsageError("the demo needs --frames >= 30 and --stars >= 1000")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     out = Path(args.dir)
