@@ -6,7 +6,6 @@ pixels; cosmic rays planted in stacks. Tolerances are derived in the comments.
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 import numpy as np
@@ -26,7 +25,8 @@ from ingest.calibset import CalibSet, calibrate
 from ingest.defects import DefectConfig, make_badpix, make_rtn
 from ingest.frameio import FitsImage, frame_meta, write_image
 from ingest.stack import StackConfig, clipped_mean, clipped_mean_stack, stack_blocks
-from lcdb.errors import InputError, LcdbError, UsageError
+from lcdb.cli import main
+from lcdb.errors import InputError
 from lcdb.flags import Flag
 from lcdb.sim import detector as dm
 from lcdb.sim.detector import Detector
@@ -244,20 +244,7 @@ def test_bad_input_named(tmp_path):
 
 
 def _cli(argv: list[str]) -> int:
-    from lcdb.commands import calib
-
-    parser = argparse.ArgumentParser(prog="lcdb")
-    calib.register(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        return int(args.func(args) or 0)
-    except UsageError:
-        return 2
-    except LcdbError:
-        return 1
+    return main(argv)
 
 
 def test_calib_cli(sim, tmp_path):

@@ -10,7 +10,6 @@ several row blocks (small memory budget), the bimodal one in a single block.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -18,9 +17,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-import lcdb.cli
 from ingest.characterize import CharacterizeConfig, characterize
-from lcdb.commands import calib_characterize
+from lcdb.cli import main
 from lcdb.errors import InputError
 from lcdb.sim import detector as dm
 
@@ -245,19 +243,7 @@ def _small_set(root: Path) -> None:
 
 
 def _main(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """``lcdb`` with a parser that has ``calib characterize`` (the calib command is elsewhere)."""
-
-    def build() -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(prog="lcdb")
-        parser.add_argument("-v", "--verbose", action="count", default=0)
-        parser.add_argument("-q", "--quiet", action="store_true")
-        sub = parser.add_subparsers(dest="command", required=True)
-        calib = sub.add_parser("calib").add_subparsers(dest="calib_command", required=True)
-        calib_characterize.register(calib)
-        return parser
-
-    monkeypatch.setattr(lcdb.cli, "build_parser", build)
-    return lcdb.cli.main(argv)
+    return main(argv)
 
 
 def test_mismatched_shape_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

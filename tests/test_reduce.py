@@ -9,7 +9,6 @@ with what was planted; tolerances are derived in the comments.
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 import numpy as np
@@ -32,7 +31,7 @@ from ingest.masks import MaskConfig, build_masks
 from ingest.photometry import PhotConfig
 from ingest.reduce import ReduceConfig, reduce_frames, run_frame
 from ingest.refcat import RefcatOptions, load_refcat
-from lcdb.errors import LcdbError, UsageError
+from lcdb.cli import main
 from lcdb.flags import Flag
 from lcdb.sim.detector import Detector
 from lcdb.sim.pixels import PixelSimConfig, frame_wcs, make_star_list, simulate_frames
@@ -300,23 +299,7 @@ def test_unmatched_wcs_is_rejected_with_reason(sim, tmp_path):
 
 
 def _cli(argv: list[str]) -> int:
-    """``lcdb`` with only the reduce and calib commands (exit codes as lcdb.cli.main)."""
-    from lcdb.commands import calib, reduce
-
-    parser = argparse.ArgumentParser(prog="lcdb")
-    sub = parser.add_subparsers(dest="command", required=True)
-    calib.register(sub)
-    reduce.register(sub)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        return int(args.func(args) or 0)
-    except UsageError:
-        return 2
-    except LcdbError:
-        return 1
+    return main(argv)
 
 
 def test_cli_pool_goes_on_after_a_failure(sim, tmp_path, caplog):

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.spatial import cKDTree
 
-from lcdb.errors import LcdbError, UsageError
+from lcdb.cli import main
+from lcdb.errors import LcdbError
 from lcdb.flags import Flag
 from lcdb.sim import noise, sky
 from lcdb.sim.camera import get_preset
@@ -392,25 +393,7 @@ def test_refcat_is_catalogue_like(noisy):
 
 
 def _cli(argv: list[str]) -> int:
-    """``lcdb`` exit code for ``argv``: lcdb.cli.main once it lists ``simulate``, else the same
-    mapping of errors to exit codes on a parser built from our own register()."""
-    from lcdb import cli
-    from lcdb.commands import simulate
-
-    if "simulate" in getattr(cli, "_COMMAND_MODULES", ()):
-        return cli.main(argv)
-    parser = argparse.ArgumentParser(prog="lcdb")
-    simulate.register(parser.add_subparsers(dest="command"))
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        return int(args.func(args) or 0)
-    except UsageError:
-        return 2
-    except LcdbError:
-        return 1
+    return main(argv)
 
 
 @pytest.mark.parametrize(
