@@ -20,6 +20,7 @@ class Flag(IntFlag):
     OTHER = 512
 
 
-#: Flags that make a measurement unusable for frame calibration (everything but BLENDED,
-#: which calibration judges from the catalogue side).
-CALIBRATION_REJECT = Flag(0x3FF) & ~Flag.BLENDED
+#: Flags that make a measurement unusable (calibration, colours, statistics): every bit but
+#: SALT_PEPPER, which a few % of CMOS pixels carry, so most apertures would otherwise be lost.
+#: The SQL macro ``good_flags`` of sql/views.sql applies the same mask (1019).
+REJECT = Flag(0x3FF) & ~Flag.SALT_PEPPER

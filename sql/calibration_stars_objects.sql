@@ -6,7 +6,7 @@ matched AS (
     SELECT m.frame_id, m.x, m.y, m.flux, m.flux_err, o.v, o.v_err, o.bv, o.bv_err
     FROM measurements AS m
     JOIN objects AS o USING (object_id)
-    WHERE m.flags = 0 AND m.flux > 0 AND o.reference
+    WHERE good_flags(m.flags) AND m.flux > 0 AND o.reference
       AND o.v IS NOT NULL AND o.bv IS NOT NULL
 )
 SELECT

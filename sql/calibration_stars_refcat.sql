@@ -1,13 +1,13 @@
 -- calibration_stars_refcat.sql: reference stars measured on every frame, for `lcdb calibrate`.
 -- A measurement qualifies when its object is tied to a refcat star with a B-V, the star is not
--- blended in the catalogue, and the measurement carries no flag at all (not saturated, not
--- truncated, no masked pixel, not blended on the frame). Ordered by frame for streaming.
+-- blended in the catalogue, and the measurement's flags are good (not saturated, not truncated,
+-- no masked pixel, not blended on the frame; see good_flags in views.sql). Ordered by frame for streaming.
 WITH
 matched AS (
     SELECT m.frame_id, m.x, m.y, m.flux, m.flux_err, o.ref_id
     FROM measurements AS m
     JOIN objects AS o USING (object_id)
-    WHERE m.flags = 0 AND m.flux > 0 AND o.ref_id IS NOT NULL
+    WHERE good_flags(m.flags) AND m.flux > 0 AND o.ref_id IS NOT NULL
 ),
 with_catalogue AS (
     SELECT

@@ -10,6 +10,6 @@ FROM measurements AS m
 JOIN frames AS f USING (frame_id)
 JOIN objects AS o USING (object_id)
 WHERE m.object_id IN (SELECT unnest($ids))
-  AND f.status = 'ok' AND m.flags = 0 AND m.flux > 0
+  AND f.status = 'ok' AND good_flags(m.flags) AND m.flux > 0
   AND 1.0857362047581294 * m.flux_err / m.flux <= $max_point_err
 ORDER BY m.object_id, f.mjd;

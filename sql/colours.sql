@@ -15,7 +15,7 @@ points AS (
         1.0 / (pow(1.0857362047581294 * m.flux_err / m.flux, 2) + $floor * $floor) AS w
     FROM measurements AS m
     JOIN frames AS f USING (frame_id)
-    WHERE f.status = 'ok' AND m.flags = 0 AND m.object_id IS NOT NULL AND m.flux > 0
+    WHERE f.status = 'ok' AND good_flags(m.flags) AND m.object_id IS NOT NULL AND m.flux > 0
       AND 1.0857362047581294 * m.flux_err / m.flux <= $max_err
 ),
 pass1 AS (

@@ -14,7 +14,7 @@ points AS (
     FROM measurements AS m
     JOIN frames AS f USING (frame_id)
     JOIN objects AS o USING (object_id)
-    WHERE f.status = 'ok' AND m.flags = 0 AND m.flux > 0 AND o.bv IS NOT NULL
+    WHERE f.status = 'ok' AND good_flags(m.flags) AND m.flux > 0 AND o.bv IS NOT NULL
       AND 1.0857362047581294 * m.flux_err / m.flux <= $max_err
 ),
 pass1 AS (

@@ -31,7 +31,7 @@ points AS (
     JOIN frames AS f USING (frame_id)
     JOIN objects AS o USING (object_id)
     WHERE m.object_id BETWEEN $lo AND $hi
-      AND f.status = 'ok' AND m.flags = 0 AND m.flux > 0
+      AND f.status = 'ok' AND good_flags(m.flags) AND m.flux > 0
       AND 1.0857362047581294 * m.flux_err / m.flux <= $max_point_err
 ),
 moments AS (

@@ -148,3 +148,14 @@ def test_writer_lock_excludes_a_second_writer(store):
         with pytest.raises(StoreError, match="another lcdb process"):
             with manifest.transaction(store.root):
                 pass
+
+
+def test_good_flags_ignore_only_salt_and_pepper(store):
+    from lcdb.flags import REJECT, Flag
+
+    got = store.sql(
+        "SELECT good_flags(0) AS a, good_flags(4) AS b, good_flags(2) AS c, good_flags(260) AS d"
+    ).to_pylist()[0]
+    assert got == {"a": True, "b": True, "c": False, "d": False}
+    # The SQL mask and the Python one are the same bits.
+    assert int(REJECT) == 1019 and not REJECT & Flag.SALT_PEPPER
