@@ -81,12 +81,10 @@ class CalibConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.nsigma > 0:
-            problems.append(f"nsigma must be > 0, got {self.nsigma}")
-        if self.iterations < 1:
-            problems.append(f"iterations must be >= 1, got {self.iterations}")
-        if self.budget < 1:
-            problems.append(f"budget must be >= 1, got {self.budget}")
+        try:  # the stacking rules live with StackConfig
+            _ = self.stack
+        except ValueError as exc:
+            problems.append(str(exc).removeprefix("invalid StackConfig: "))
         if not -360 <= self.longitude_deg <= 360:
             problems.append(f"longitude_deg must be in [-360, 360], got {self.longitude_deg}")
         if not 0 <= self.exptime_tol < 1:

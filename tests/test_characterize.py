@@ -246,6 +246,11 @@ def _main(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     return main(argv)
 
 
+def _cli_args(root: Path) -> list[str]:
+    return ["calib", "characterize", "--bias", str(root / "bias"), "--flats", str(root / "flat"),
+            "--out", str(root / "out"), "--no-progress"]  # fmt: skip
+
+
 def test_mismatched_shape_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _small_set(tmp_path)
     _write(tmp_path / "flat" / "odd.fits", shape=(16, 20), exptime=1.0)
@@ -256,17 +261,7 @@ def test_mismatched_shape_names_the_file(tmp_path: Path, monkeypatch: pytest.Mon
             flat_dir=tmp_path / "flat",
             config=CharacterizeConfig(progress=False, plots=False),
         )
-    argv = [
-        "calib",
-        "characterize",
-        "--bias",
-        str(tmp_path / "bias"),
-        "--flats",
-        str(tmp_path / "flat"),
-        "--out",
-        str(tmp_path / "out"),
-        "--no-progress",
-    ]
+    argv = _cli_args(tmp_path)
     assert _main(argv, monkeypatch) == 1
 
 
@@ -282,17 +277,7 @@ def test_missing_exposure_time_names_the_file(
             flat_dir=tmp_path / "flat",
             config=CharacterizeConfig(progress=False, plots=False),
         )
-    argv = [
-        "calib",
-        "characterize",
-        "--bias",
-        str(tmp_path / "bias"),
-        "--flats",
-        str(tmp_path / "flat"),
-        "--out",
-        str(tmp_path / "out"),
-        "--no-progress",
-    ]
+    argv = _cli_args(tmp_path)
     assert _main(argv, monkeypatch) == 1
     assert "noexp.fits" in capsys.readouterr().err
 
