@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from lcdb import manifest
+from lcdb import layout, manifest
 from lcdb.errors import UsageError
 from lcdb.store import Store
 
@@ -117,6 +117,29 @@ class _SerialExecutor(Executor):
         except BaseException as exc:  # handed to the caller through the future
             fut.set_exception(exc)
         return fut
+
+
+_UNIT_STORES: dict[str, tuple[tuple[int, int], Store]] = {}
+
+
+def unit_store(root: str) -> Store:
+    """The store at ``root`` for a unit, shared by the units a process runs.
+
+    Opening a store (a DuckDB connection and its views) costs ~0.1 s, as much as a small unit's
+    work, so each process keeps one and reopens it only when the manifest changed (the runner
+    commits every few units). A unit must read the files its own job replaces through the file
+    lists of its payload, never through the views.
+    """
+    path = Path(root) / layout.MANIFEST
+    key = (path.stat().st_mtime_ns, manifest.Manifest.load(Path(root)).version)
+    cached = _UNIT_STORES.get(root)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    if cached is not None:
+        cached[1].close()
+    store = Store(Path(root))
+    _UNIT_STORES[root] = (key, store)
+    return store
 
 
 def run_job(

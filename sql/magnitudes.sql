@@ -3,19 +3,34 @@
 -- y = instrumental - z0 - C_frame (B - V)_object is V plus noise on every good measurement; the
 -- weighted mean gives V, in two passes (the second drops points beyond $clip normalised
 -- residuals of the first, scaled by its reduced chi2). Streaming aggregates only.
--- Parameters: $floor (mag, added in quadrature to each error), $max_err (mag), $clip.
+-- Runs on the objects of one partition at a time, like colours.sql: $files are the measurement
+-- files that can hold their detections, $objects the partition's objects files, [$lo, $hi] their
+-- object ids, $z0_order the highest order of the frames' Z0 models.
+-- Parameters: $files, $objects, $lo, $hi, $z0_order, $floor (mag, added in quadrature to each
+-- error), $max_err (mag), $clip.
 WITH
-points AS (
+meas AS (
+    SELECT object_id, frame_id, x::DOUBLE AS x, y::DOUBLE AS y, flux, flux_err
+    FROM read_parquet($files)
+    WHERE object_id BETWEEN $lo AND $hi AND good_flags(flags) AND flux > 0
+      AND 1.0857362047581294 * flux_err / flux <= $max_err
+),
+frame_models AS MATERIALIZED (
+    SELECT * FROM _frame_models WHERE status = 'ok'
+),
+points AS MATERIALIZED (
     SELECT
         m.object_id,
-        -2.5 * log10(m.flux) - z0_at(f.z0_coeffs, m.x, m.y, f.naxis1, f.naxis2)
+        -2.5 * log10(m.flux)
+            - z0_horner(
+                f, 2.0 * m.x / (f.naxis1 - 1) - 1.0, 2.0 * m.y / (f.naxis2 - 1) - 1.0, $z0_order
+            )
             - f.color_coeff * o.bv AS y,
-        1.0 / (pow(1.0857362047581294 * m.flux_err / m.flux, 2) + $floor * $floor) AS w
-    FROM measurements AS m
-    JOIN frames AS f USING (frame_id)
-    JOIN objects AS o USING (object_id)
-    WHERE f.status = 'ok' AND good_flags(m.flags) AND m.flux > 0 AND o.bv IS NOT NULL
-      AND 1.0857362047581294 * m.flux_err / m.flux <= $max_err
+        1.0 / ((1.0857362047581294 * m.flux_err / m.flux) ** 2 + $floor * $floor) AS w
+    FROM meas AS m
+    JOIN frame_models AS f USING (frame_id)
+    JOIN read_parquet($objects) AS o USING (object_id)
+    WHERE o.bv IS NOT NULL
 ),
 pass1 AS (
     SELECT

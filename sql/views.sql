@@ -22,6 +22,29 @@ CREATE OR REPLACE TEMP MACRO z0_poly(c, xn, yn) AS
 CREATE OR REPLACE TEMP MACRO z0_at(c, x, y, naxis1, naxis2) AS
     z0_poly(c, 2.0 * x / (naxis1 - 1) - 1.0, 2.0 * y / (naxis2 - 1) - 1.0);
 
+-- The same polynomial in Horner form (sums over the power of yn of Horner polynomials in xn) for
+-- a row c with coefficient columns c.c0 .. c.c27, zeros past the frame's order: pass the alias
+-- of _frame_models, and as max_order the highest order among the frames (a constant: DuckDB folds
+-- the CASE, so max_order <= 4 evaluates 14 multiply-adds, else 27). Plain columns and no list make it
+-- 3-5x faster than z0_poly, which the per-measurement jobs (colours, magnitudes) need.
+CREATE OR REPLACE TEMP MACRO z0_horner(c, xn, yn, max_order) AS CASE
+    WHEN max_order <= 4 THEN
+        ((((c.c14) * yn
+          + (c.c13) * xn + c.c9) * yn
+          + ((c.c12) * xn + c.c8) * xn + c.c5) * yn
+          + (((c.c11) * xn + c.c7) * xn + c.c4) * xn + c.c2) * yn
+          + ((((c.c10) * xn + c.c6) * xn + c.c3) * xn + c.c1) * xn + c.c0
+    ELSE
+        ((((((c.c27) * yn
+          + (c.c26) * xn + c.c20) * yn
+          + ((c.c25) * xn + c.c19) * xn + c.c14) * yn
+          + (((c.c24) * xn + c.c18) * xn + c.c13) * xn + c.c9) * yn
+          + ((((c.c23) * xn + c.c17) * xn + c.c12) * xn + c.c8) * xn + c.c5) * yn
+          + (((((c.c22) * xn + c.c16) * xn + c.c11) * xn + c.c7) * xn + c.c4) * xn + c.c2) * yn
+          + ((((((c.c21) * xn + c.c15) * xn + c.c10) * xn + c.c6) * xn + c.c3) * xn + c.c1) * xn
+          + c.c0
+    END;
+
 -- A measurement is good when it carries no flag bit but 4 (salt-and-pepper pixel in the
 -- aperture): with a few % of such pixels most apertures contain one (76% at 2%, the reduction's
 -- test frames), so the bit is kept as information but does not disqualify (docs/formats.md §4).
@@ -40,6 +63,24 @@ SELECT
     p.cal_nstars, p.reference, p.iteration
 FROM _frames AS f
 LEFT JOIN _photcal AS p ON p.frame_id = f.frame_id;
+
+-- The photometric model of every calibrated frame in the form the per-measurement jobs use:
+-- z0c, the Z0 coefficients as a struct for z0_horner, padded with zeros to order 6.
+CREATE OR REPLACE TEMP VIEW _frame_models AS
+SELECT
+    frame_id, status, mjd, naxis1, naxis2, color_coeff,
+    coalesce(z0_coeffs[1], 0.0) AS c0, coalesce(z0_coeffs[2], 0.0) AS c1, coalesce(z0_coeffs[3], 0.0) AS c2,
+    coalesce(z0_coeffs[4], 0.0) AS c3, coalesce(z0_coeffs[5], 0.0) AS c4, coalesce(z0_coeffs[6], 0.0) AS c5,
+    coalesce(z0_coeffs[7], 0.0) AS c6, coalesce(z0_coeffs[8], 0.0) AS c7, coalesce(z0_coeffs[9], 0.0) AS c8,
+    coalesce(z0_coeffs[10], 0.0) AS c9, coalesce(z0_coeffs[11], 0.0) AS c10, coalesce(z0_coeffs[12], 0.0) AS c11,
+    coalesce(z0_coeffs[13], 0.0) AS c12, coalesce(z0_coeffs[14], 0.0) AS c13, coalesce(z0_coeffs[15], 0.0) AS c14,
+    coalesce(z0_coeffs[16], 0.0) AS c15, coalesce(z0_coeffs[17], 0.0) AS c16, coalesce(z0_coeffs[18], 0.0) AS c17,
+    coalesce(z0_coeffs[19], 0.0) AS c18, coalesce(z0_coeffs[20], 0.0) AS c19, coalesce(z0_coeffs[21], 0.0) AS c20,
+    coalesce(z0_coeffs[22], 0.0) AS c21, coalesce(z0_coeffs[23], 0.0) AS c22, coalesce(z0_coeffs[24], 0.0) AS c23,
+    coalesce(z0_coeffs[25], 0.0) AS c24, coalesce(z0_coeffs[26], 0.0) AS c25, coalesce(z0_coeffs[27], 0.0) AS c26,
+    coalesce(z0_coeffs[28], 0.0) AS c27
+FROM frames
+WHERE z0_coeffs IS NOT NULL;
 
 -- Per-frame photometry, with instrumental magnitudes derived from the stored ADU/s fluxes.
 CREATE OR REPLACE TEMP VIEW measurements AS

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lcdb import schema, sqlfiles
+from lcdb import healpix, layout, schema, sqlfiles
 from lcdb.errors import InputError
+from lcdb.runner import RunnerOptions, UnitOutput, run_job, unit_store
 from lcdb.store import Store
+from lcdb.tableio import read_parquet, write_parquet
 from lcdb.tables import rewrite_files
 
 _log = logging.getLogger(__name__)
@@ -103,7 +106,76 @@ def solve(sums: pa.Table, config: ColourConfig) -> dict[str, np.ndarray]:
     }
 
 
-def reconstruct_colours(store: Store, config: ColourConfig | None = None) -> dict:
+@dataclass(frozen=True)
+class ColourJob:
+    """The colour fit of the objects owned by one partition (a runner job).
+
+    A unit reads the measurement files that can hold its objects' detections (the partition and
+    its neighbours, restricted to its objects' id range: the files are sorted by object, so only
+    a few row groups are decoded), runs the weighted sums of sql/colours.sql (or, with
+    ``hold_colour``, sql/magnitudes.sql: V with B−V held, for ``lcdb refine``), solves them and
+    rewrites the partition's objects file. Memory is bounded by one partition; the units run in
+    parallel and resume after an interruption.
+    """
+
+    config: ColourConfig
+    order: int
+    hold_colour: bool = False
+    name: str = "colours"
+
+    def units(self, store: Store) -> list[tuple[str, dict]]:
+        out = []
+        z0_order = store.sql("SELECT max(z0_order) FROM frames").column(0)[0].as_py() or 0
+        for pixel in store.pixels("objects"):
+            near = set(healpix.neighbour_pixels(pixel, self.order)) | {pixel}
+            lo, hi = healpix.index_range(pixel, self.order)
+            objects = [e["path"] for e in store.manifest.entries("objects") if e["pixel"] == pixel]
+            payload = {
+                "pixel": pixel,
+                "objects": objects,
+                "files": store.files("measurements", near),
+                "lo": lo,
+                "hi": hi,
+                "z0_order": z0_order,
+            }
+            out.append((f"pixel={pixel}", payload))
+        return out
+
+    def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
+        rootp = Path(root)
+        objs = schema.conform(read_parquet([rootp / p for p in payload["objects"]]), "objects")
+        params = {
+            "lo": payload["lo"],
+            "hi": payload["hi"],
+            "z0_order": payload["z0_order"],
+            "floor": self.config.floor_mag,
+            "max_err": self.config.max_err,
+            "clip": self.config.clip,
+        }
+        files = payload["files"]
+        if not files:
+            fit = None
+        elif self.hold_colour:
+            objects = [str(rootp / p) for p in payload["objects"]]
+            sums = unit_store(root).sql(
+                sqlfiles.load("magnitudes"), {**params, "files": files, "objects": objects}
+            )
+            fit = solve_magnitudes(sums, objs, self.config)
+        else:
+            sums = unit_store(root).sql(sqlfiles.load("colours"), {**params, "files": files})
+            fit = solve(sums, self.config)
+        new = apply_fit(objs, fit, keep_missing=self.hold_colour)
+        path = layout.new_partition_file(rootp, "objects", payload["pixel"], "obj")
+        write_parquet(new, path)
+        out = UnitOutput(key=key, stats={"fitted": float(np.isfinite(_floats(new["v"])).sum())})
+        out.add.append(("objects", str(path), new.num_rows, {}))
+        out.remove.extend(("objects", p) for p in payload["objects"])
+        return out
+
+
+def reconstruct_colours(
+    store: Store, config: ColourConfig | None = None, options: RunnerOptions | None = None
+) -> dict:
     """Fit V and B−V of every object and write them into ``objects``; returns summary figures."""
     config = config or ColourConfig()
     if store.count("objects") == 0:
@@ -111,18 +183,12 @@ def reconstruct_colours(store: Store, config: ColourConfig | None = None) -> dic
     n_cal = store.sql("SELECT count(*) FROM frames WHERE color_coeff IS NOT NULL").column(0)
     if n_cal[0].as_py() == 0:
         raise InputError(f"{store.root}: no calibrated frame (run `lcdb calibrate` first)")
-    sums = store.sql(
-        sqlfiles.load("colours"),
-        {"floor": config.floor_mag, "max_err": config.max_err, "clip": config.clip},
-    )
-    fit = solve(sums, config)
-    _write(store, fit)
-    ok = np.isfinite(fit["bv"])
-    out = {
-        "objects": store.count("objects"),
-        "fitted": int(ok.sum()),
-        "median_bv_err": float(np.median(fit["bv_err"][ok])) if ok.any() else float("nan"),
-    }
+    run_job(store, ColourJob(config, store.config.order), options or RunnerOptions(progress=False))
+    row = store.sql(
+        "SELECT count(*), count(bv), median(bv_err) FILTER (WHERE bv IS NOT NULL) FROM objects"
+    ).to_pylist()[0]
+    n, fitted, med = row.values()
+    out = {"objects": n, "fitted": fitted, "median_bv_err": float("nan") if med is None else med}
     _log.info(
         "colours: V and B-V for %d of %d objects (median B-V error %.3f)",
         out["fitted"],
@@ -132,47 +198,48 @@ def reconstruct_colours(store: Store, config: ColourConfig | None = None) -> dic
     return out
 
 
-def refit_magnitudes(store: Store, config: ColourConfig | None = None) -> dict:
+def refit_magnitudes(
+    store: Store, config: ColourConfig | None = None, options: RunnerOptions | None = None
+) -> dict:
     """Recompute V of every object with a colour, holding B−V fixed (used by ``lcdb refine``).
 
-    Writes ``v``, ``v_err``, ``n_colour``, ``colour_chi2``, ``colour_rms``; keeps ``bv``.
+    Writes ``v``, ``v_err``, ``n_colour``, ``colour_chi2``, ``colour_rms``, ``n_clipped``; keeps
+    ``bv``, ``bv_err`` and ``c_spread``. Every run starts afresh (the magnitudes follow the frame
+    models of the calibration just made).
     """
     config = config or ColourConfig()
-    res = store.sql(
-        sqlfiles.load("magnitudes"),
-        {"floor": config.floor_mag, "max_err": config.max_err, "clip": config.clip},
-    )
-    current = store.sql(
-        "SELECT object_id, bv, bv_err, c_spread, colour_note FROM objects WHERE bv IS NOT NULL"
-    )
-    cur = {
-        k: current[k].to_numpy(zero_copy_only=False)
-        for k in ("object_id", "bv", "bv_err", "c_spread")
-    }
-    order = np.argsort(cur["object_id"])
-    pos = np.searchsorted(cur["object_id"][order], res["object_id"].to_numpy())
-    src = order[np.clip(pos, 0, max(order.size - 1, 0))]
-    n = res["n"].to_numpy()
-    chi2 = res["chi2"].to_numpy()
-    v = res["v"].to_numpy().copy()
+    opts = options or RunnerOptions(progress=False)
+    opts = RunnerOptions(opts.workers, True, opts.progress, opts.commit_every)
+    job = ColourJob(config, store.config.order, hold_colour=True, name="magnitudes")
+    summary = run_job(store, job, opts)
+    return {"objects": int(summary.stats.get("fitted", 0))}
+
+
+def solve_magnitudes(sums: pa.Table, objs: pa.Table, config: ColourConfig) -> dict[str, np.ndarray]:
+    """V per object from the sums of sql/magnitudes.sql, with B−V as it stands in ``objs``."""
+    oid = objs["object_id"].to_numpy()
+    order = np.argsort(oid)
+    res_id = sums["object_id"].to_numpy()
+    src = order[np.clip(np.searchsorted(oid[order], res_id), 0, max(order.size - 1, 0))]
+    n = sums["n"].to_numpy()
+    chi2 = _floats(sums["chi2"])
+    v = _floats(sums["v"]).copy()
     ok = n >= config.min_points
     v[~ok] = np.nan
     note = np.where(ok, None, f"fewer than {config.min_points} good points").astype(object)
-    fit = {
-        "object_id": res["object_id"].to_numpy(),
+    return {
+        "object_id": res_id,
         "v": v,
-        "v_err": res["v_err_stat"].to_numpy() * np.sqrt(np.maximum(chi2, 1.0)),
-        "bv": np.where(ok, cur["bv"][src], np.nan),
-        "bv_err": np.where(ok, cur["bv_err"][src], np.nan),
+        "v_err": _floats(sums["v_err_stat"]) * np.sqrt(np.maximum(chi2, 1.0)),
+        "bv": np.where(ok, _floats(objs["bv"])[src], np.nan),
+        "bv_err": np.where(ok, _floats(objs["bv_err"])[src], np.nan),
         "n_colour": n.astype(np.int32),
-        "n_clipped": res["n_clipped"].to_numpy().astype(np.int32),
+        "n_clipped": sums["n_clipped"].to_numpy().astype(np.int32),
         "colour_chi2": chi2,
-        "colour_rms": res["rms"].to_numpy(),
-        "c_spread": cur["c_spread"][src],
+        "colour_rms": _floats(sums["rms"]),
+        "c_spread": _floats(objs["c_spread"])[src],
         "colour_note": note,
     }
-    _write(store, fit, keep_missing=True)
-    return {"objects": int(ok.sum())}
 
 
 _FIT_COLUMNS = (
@@ -189,47 +256,37 @@ _FIT_COLUMNS = (
 )
 
 
-def _write(store: Store, fit: dict[str, np.ndarray], keep_missing: bool = False) -> None:
-    """Rewrite every objects file with the fitted columns.
+def _floats(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A numeric column as float64 with NaN for nulls."""
+    return pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
 
-    Objects absent from ``fit`` get nulls (and a note), or keep their values with
-    ``keep_missing``.
+
+def apply_fit(objs: pa.Table, fit: dict[str, np.ndarray] | None, keep_missing: bool) -> pa.Table:
+    """``objs`` with the fitted columns set from ``fit`` (rows matched by object id).
+
+    Objects absent from ``fit`` get nulls and the note "no good measurements", or keep their
+    values with ``keep_missing``.
     """
-    ids = fit["object_id"]
+    oid = objs["object_id"].to_numpy()
+    ids = fit["object_id"] if fit is not None else np.zeros(0, np.int64)
     order = np.argsort(ids)
-    sorted_ids = ids[order]
-
-    def update(objs: pa.Table) -> pa.Table:
-        oid = objs["object_id"].to_numpy()
-        if sorted_ids.size:
-            pos = np.clip(np.searchsorted(sorted_ids, oid), 0, sorted_ids.size - 1)
-            found = sorted_ids[pos] == oid
-            rows = order[pos]
+    pos = np.clip(np.searchsorted(ids[order], oid), 0, max(ids.size - 1, 0))
+    found = ids[order][pos] == oid if ids.size else np.zeros(oid.size, bool)
+    rows = order[pos] if ids.size else np.zeros(oid.size, np.int64)
+    for col in _FIT_COLUMNS:
+        field = schema.OBJECTS.field(col)
+        if col == "colour_note":
+            old = np.asarray(objs[col].to_pylist(), dtype=object)
+            prev = old if keep_missing else np.full(oid.size, "no good measurements", object)
+            new = fit[col][rows] if fit is not None and ids.size else prev
+            arr = pa.array(np.where(found, new, prev), pa.string())
         else:
-            found = np.zeros(oid.size, bool)
-            rows = np.zeros(oid.size, np.int64)
-        for col in _FIT_COLUMNS:
-            field = schema.OBJECTS.field(col)
-            old = objs[col].to_pylist() if keep_missing else None
-            if col == "colour_note":
-                missing = "no good measurements"
-                vals = [
-                    fit[col][r] if f else (old[i] if old is not None else missing)
-                    for i, (r, f) in enumerate(zip(rows, found, strict=True))
-                ]
-                arr = pa.array(vals, pa.string())
-            else:
-                new = fit[col][rows].astype(float) if sorted_ids.size else np.zeros(oid.size)
-                if old is not None:
-                    prev = np.array([np.nan if x is None else x for x in old], float)
-                else:
-                    prev = np.full(oid.size, np.nan)
-                vals = np.where(found, new, prev)
-                arr = pa.array(vals, mask=~np.isfinite(vals)).cast(field.type)
-            objs = objs.set_column(objs.schema.get_field_index(col), col, arr)
-        return objs
-
-    rewrite_files(store, "objects", update)
+            prev = _floats(objs[col]) if keep_missing else np.full(oid.size, np.nan)
+            new = fit[col][rows].astype(float) if fit is not None and ids.size else prev
+            vals = np.where(found, new, prev)
+            arr = pa.array(vals, mask=~np.isfinite(vals)).cast(field.type)
+        objs = objs.set_column(objs.schema.get_field_index(col), col, arr)
+    return objs
 
 
 def set_reference(store: Store, reference_ids: np.ndarray) -> None:
