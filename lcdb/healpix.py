@@ -102,3 +102,26 @@ def margin_pixels(pixel: int, order: int, margin_deg: float) -> tuple[np.ndarray
     nb = np.unique(nb[nb >= 0])
     outside = nb[(nb >> shift) != pixel]
     return outside, m
+
+
+def near_mask(index29: np.ndarray, ra_deg: np.ndarray, dec_deg: np.ndarray, radius_deg: float):
+    """Which order-29 indices may lie within ``radius_deg`` of one of the positions.
+
+    True for every index in a cell (at the finest order whose cells are at least twice the radius
+    wide) holding a position or next to one: a superset of the true answer, found by a binary
+    search per index instead of a distance computation, to skip most of a field before an exact
+    match against a sparse catalogue.
+    """
+    from astropy_healpix import neighbours
+
+    index29 = np.asarray(index29, np.int64)
+    if np.size(ra_deg) == 0:
+        return np.zeros(index29.size, bool)
+    m = int(np.clip(np.floor(np.log2(58.6 / max(2.0 * radius_deg, 1e-9))), 0, 29))
+    shift = 2 * (29 - m)
+    cells = np.unique(healpix29(np.asarray(ra_deg), np.asarray(dec_deg), threads=1) >> shift)
+    nb = neighbours(cells, 2**m, order="nested").ravel()
+    cells = np.unique(np.concatenate([cells, nb[nb >= 0]]))
+    coarse = index29 >> shift
+    pos = np.clip(np.searchsorted(cells, coarse), 0, cells.size - 1)
+    return cells[pos] == coarse

@@ -14,7 +14,7 @@ from lcdb.cli import main
 from lcdb.errors import InputError
 from lcdb.sim import truth
 from lcdb.sim.survey import SurveyConfig, simulate_survey
-from variability.findvars import FindConfig, find_variables
+from variability.findvars import FindConfig, _periods, find_variables, pixel_scale_arcsec
 from variability.noisecurve import fit_noise_curve
 from variability.periods import search_period
 
@@ -74,6 +74,21 @@ def test_known_or_new(searched):
     k = c.filter(pl.col("known"))
     assert k["known_name"].str.starts_with("VAR-").all()
     assert (k["known_sep_arcsec"] < store.config.match_radius_arcsec).all()
+
+
+def test_periods_in_worker_processes_equal_serial_ones(searched):
+    store, _sim = searched
+    ids = store.pl("SELECT object_id FROM varstats WHERE n >= 20 ORDER BY object_id LIMIT 120")
+    ids = ids["object_id"].to_list()
+    serial = _periods(store, ids, FindConfig(), workers=1)
+    parallel = _periods(store, ids, FindConfig(), workers=2)
+    assert len(serial) == len(ids) and serial.keys() == parallel.keys()
+    assert all(repr(serial[k]) == repr(parallel[k]) for k in serial)  # NaN-safe equality
+
+
+def test_pixel_scale_of_the_mmt_frames(searched):
+    store, _sim = searched
+    assert abs(pixel_scale_arcsec(store) / 15.8 - 1) < 0.02  # the mmt preset's 15.8"/px
 
 
 def test_noise_curve_recovers_trend_and_flags_outliers():

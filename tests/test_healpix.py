@@ -47,3 +47,29 @@ def test_angular_separation_small_and_large_angles():
     # 1 arcsec along a meridian, and the antipode: exact values.
     assert abs(healpix.angular_separation_deg(10.0, 0.0, 10.0, 1 / 3600) * 3600 - 1) < 1e-9
     assert abs(healpix.angular_separation_deg(0.0, 45.0, 180.0, -45.0) - 180) < 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ra0=st.floats(0, 360),
+    dec0=st.floats(-89, 89),
+    radius_arcsec=st.sampled_from([1.0, 10.0, 60.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_near_mask_keeps_every_true_neighbour(ra0, dec0, radius_arcsec, seed):
+    """near_mask may keep extra points (it is a prefilter) but never drops one within the radius."""
+    rng = np.random.default_rng(seed)
+    r = radius_arcsec / 3600
+    cat_ra = (ra0 + rng.uniform(-0.05, 0.05, 30)) % 360
+    cat_dec = np.clip(dec0 + rng.uniform(-0.05, 0.05, 30), -89.9, 89.9)
+    # points around the stars out to 2 radii, and some far away
+    pick = rng.integers(0, 30, 3000)
+    off = rng.uniform(-2 * r, 2 * r, (2, pick.size))
+    dec = np.clip(cat_dec[pick] + off[1], -90, 90)
+    ra = (cat_ra[pick] + off[0] / np.cos(np.radians(dec))) % 360
+    keep = healpix.near_mask(healpix.healpix29(ra, dec), cat_ra, cat_dec, r)
+    sep = np.min(
+        healpix.angular_separation_deg(ra[:, None], dec[:, None], cat_ra[None], cat_dec[None]),
+        axis=1,
+    )
+    assert keep[sep <= r].all()

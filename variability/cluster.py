@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from scipy.spatial import cKDTree
 
 from lcdb import healpix, layout, schema
@@ -120,14 +121,10 @@ def _read_detections(payload: dict, config: ClusterConfig) -> dict[str, np.ndarr
     own = read_parquet(payload["own"], columns=_DET_COLUMNS)
     parts = [own]
     if payload["neighbours"]:
-        nb = read_parquet(payload["neighbours"], columns=_DET_COLUMNS)
         ring, m = healpix.margin_pixels(
             payload["pixel"], config.order, config.margin_radii * config.radius_deg
         )
-        coarse = nb.column("healpix_29").to_numpy() >> (2 * (29 - m))
-        pos = np.clip(np.searchsorted(ring, coarse), 0, ring.size - 1)
-        sel = ring[pos] == coarse  # ring is sorted: a binary search beats np.isin here
-        parts.append(nb.filter(pa.array(sel)))
+        parts.extend(_read_margin(payload["neighbours"], ring, m))
     det = {
         c: np.concatenate([p.column(c).to_numpy(zero_copy_only=False) for p in parts])
         for c in ("frame_id", "healpix_29", "ra", "dec")
@@ -142,6 +139,37 @@ def _read_detections(payload: dict, config: ClusterConfig) -> dict[str, np.ndarr
     det["own"][: own.num_rows] = True
     det["year"] = _epochs(payload["frames"], det["frame_id"])
     return det
+
+
+def _read_margin(files: list[str], ring: np.ndarray, m: int) -> list[pa.Table]:
+    """The rows of ``files`` whose order-``m`` pixel is in ``ring`` (sorted).
+
+    Row groups whose ``healpix_29`` range holds no ring pixel are skipped unread: files are sorted
+    by position (ingest) or by object (whose id is its position), so a margin a few match radii
+    wide touches a few row groups of each neighbour (reading them whole cost 8x the unit's own
+    detections).
+    """
+    shift = 2 * (29 - m)
+    out = []
+    for path in files:
+        pf = pq.ParquetFile(path)
+        meta = pf.metadata
+        col = meta.schema.names.index("healpix_29")
+        groups = []
+        for g in range(meta.num_row_groups):
+            st = meta.row_group(g).column(col).statistics
+            if st is not None and st.has_min_max:
+                i = int(np.searchsorted(ring, st.min >> shift))
+                if i >= ring.size or ring[i] > st.max >> shift:
+                    continue  # no ring pixel within the group's index range
+            groups.append(g)
+        if not groups:
+            continue
+        t = pf.read_row_groups(groups, columns=_DET_COLUMNS)
+        coarse = t.column("healpix_29").to_numpy() >> shift
+        pos = np.clip(np.searchsorted(ring, coarse), 0, ring.size - 1)
+        out.append(t.filter(pa.array(ring[pos] == coarse)))  # ring is sorted: binary search
+    return out
 
 
 def _read_refcat(files: list[str]) -> dict[str, np.ndarray]:
@@ -164,53 +192,72 @@ def _read_objects(files: list[str], rebuild: bool) -> pa.Table:
 
 
 def _free_clusters(
-    ra: np.ndarray, dec: np.ndarray, frame: np.ndarray, radius_deg: float
+    xyz: np.ndarray, frame: np.ndarray, radius_deg: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster detections without a catalogue counterpart; returns centroid ra, dec.
 
-    Seeds come from whole frames, richest first (a frame holds at most one detection of a star,
-    so its detections are distinct objects), in rounds of 1, 2, 4 ... frames; every remaining
-    detection within the radius of a seed joins it. Two centroid updates follow.
+    1. Frames are ranked by their number of detections, richest first (a frame holds at most one
+       detection of a star, so its detections are distinct objects).
+    2. In rounds of 1, 2, 4 ... frames, the round's detections not yet within the radius of a seed
+       become seeds, except those within the radius of a detection of a better-ranked frame of
+       the round (those wait for the next pass of the round); every remaining detection within
+       the radius of a new seed joins the nearest.
+    3. Seeds move to the centroid of their members (the final assignment, step 2 of
+       :func:`cluster`, takes the nearest object, so a second pass here would change little).
     """
-    xyz = matching.unit_vectors(ra, dec)
-    remaining = np.arange(ra.size)
-    seeds: list[np.ndarray] = []
-    per_round = 1
-    r_chord = matching.chord(radius_deg)
-    while remaining.size:
-        frames, counts = np.unique(frame[remaining], return_counts=True)
-        top = frames[np.lexsort((frames, -counts))][:per_round]
-        old = cKDTree(np.concatenate(seeds)) if seeds else None
-        new: list[np.ndarray] = []
-        for f in top:
-            cand = xyz[remaining[frame[remaining] == f]]
-            if old is not None:
-                d, _ = old.query(cand, distance_upper_bound=r_chord)
-                cand = cand[~np.isfinite(d)]
-            if new and cand.size:
-                d, _ = cKDTree(np.concatenate(new)).query(cand, distance_upper_bound=r_chord)
-                cand = cand[~np.isfinite(d)]
-            if cand.size:
-                new.append(cand)
-        if new:
-            seeds.append(np.concatenate(new))
-        tree = cKDTree(np.concatenate(seeds))
-        d, _ = tree.query(xyz[remaining], distance_upper_bound=r_chord)
-        remaining = remaining[~np.isfinite(d)]
-        per_round *= 2
-    if not seeds:
+    n = frame.size
+    if n == 0:
         return np.empty(0), np.empty(0)
-    centres = np.concatenate(seeds)
-    for _ in range(2):  # move each seed to the centroid of the detections nearest to it
-        d, idx = cKDTree(centres).query(xyz, distance_upper_bound=r_chord)
-        hit = np.isfinite(d)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, idx[hit], xyz[hit])
-        filled = np.linalg.norm(sums, axis=1) > 0
-        centres = sums[filled] / np.linalg.norm(sums[filled], axis=1)[:, None]
+    r_chord = matching.chord(radius_deg)
+    frames, inv, counts = np.unique(frame, return_inverse=True, return_counts=True)
+    by_rank = np.lexsort((frames, -counts))
+    rank = np.empty(frames.size, np.int64)
+    rank[by_rank] = np.arange(frames.size)
+    det_rank = rank[inv]
+    # detections grouped by frame, richest first (a 16-bit key sorts by radix, 10x faster)
+    key = det_rank.astype(np.uint16) if frames.size < 2**16 else det_rank
+    order = np.argsort(key, kind="stable")
+    bounds = np.r_[0, np.cumsum(counts[by_rank])]
+    member = np.full(n, -1, np.int64)
+    seeds: list[np.ndarray] = []
+    n_seeds = 0
+    first, per_round = 0, 1
+    while first < frames.size:
+        last = min(first + per_round, frames.size)
+        pending = order[bounds[first] : bounds[last]]
+        pending = pending[member[pending] < 0]
+        while pending.size:
+            keep = np.ones(pending.size, bool)
+            if last - first > 1:
+                pairs = cKDTree(xyz[pending]).query_pairs(r_chord, output_type="ndarray")
+                a, b = pairs[:, 0], pairs[:, 1]
+                ra_, rb = det_rank[pending[a]], det_rank[pending[b]]
+                keep[b[ra_ < rb]] = False
+                keep[a[rb < ra_]] = False
+            new = pending[keep]
+            seeds.append(xyz[new])
+            rest = np.flatnonzero(member < 0)
+            d, j = cKDTree(xyz[new]).query(xyz[rest], distance_upper_bound=r_chord)
+            hit = np.isfinite(d)
+            member[rest[hit]] = n_seeds + j[hit]
+            n_seeds += new.size
+            pending = pending[member[pending] < 0]
+        first, per_round = last, 2 * per_round
+    centres = _centroids(xyz, member, n_seeds)
     c_ra = np.degrees(np.arctan2(centres[:, 1], centres[:, 0])) % 360.0
     c_dec = np.degrees(np.arcsin(np.clip(centres[:, 2], -1, 1)))
     return c_ra, c_dec
+
+
+def _centroids(xyz: np.ndarray, member: np.ndarray, n: int) -> np.ndarray:
+    """Unit vectors of the mean direction of each group's members (groups without any dropped)."""
+    ok = member >= 0
+    sums = np.column_stack(
+        [np.bincount(member[ok], weights=xyz[ok, k], minlength=n) for k in range(3)]
+    )
+    norm = np.linalg.norm(sums, axis=1)
+    filled = norm > 0
+    return sums[filled] / norm[filled, None]
 
 
 def _unique_ids(wanted: np.ndarray, taken: set[int]) -> np.ndarray:
@@ -241,28 +288,31 @@ class ObjectsJob:
         existing = _read_objects(payload["objects"], cfg.rebuild)
         refcat = _read_refcat(payload["refcat"])
         free = det["object_id"] < 0
+        xyz = matching.unit_vectors(det["ra"], det["dec"])
         # (a) detections near an existing object are accounted for.
         if existing.num_rows and free.any():
             tree = cKDTree(
                 matching.unit_vectors(existing["ra"].to_numpy(), existing["dec"].to_numpy())
             )
-            idx, _ = matching.nearest_within(
-                tree, matching.unit_vectors(det["ra"][free], det["dec"][free]), cfg.radius_deg
-            )
+            idx, _ = matching.nearest_within(tree, xyz[free], cfg.radius_deg)
             free[np.flatnonzero(free)[idx >= 0]] = False
         # (b) refcat stars matched by a detection at its epoch become objects.
         known_refs = set(pc.drop_null(existing["ref_id"]).to_pylist())
         usable = ~np.isin(refcat["ref_id"], list(known_refs))
         cat = {k: v[usable] for k, v in refcat.items()}
         idx, _ = matching.nearest_moving(
-            det["ra"][free], det["dec"][free], det["year"][free], cat, cfg.radius_deg
+            det["ra"][free],
+            det["dec"][free],
+            det["year"][free],
+            cat,
+            cfg.radius_deg,
+            points=xyz[free],
+            index29=det["healpix_29"][free],
         )
         matched_refs = np.unique(idx[idx >= 0])
         free[np.flatnonzero(free)[idx >= 0]] = False
         # (c) the rest are clustered among themselves.
-        c_ra, c_dec = _free_clusters(
-            det["ra"][free], det["dec"][free], det["frame_id"][free], cfg.radius_deg
-        )
+        c_ra, c_dec = _free_clusters(xyz[free], det["frame_id"][free], cfg.radius_deg)
         new_ra = np.concatenate([cat["ra"][matched_refs], c_ra])
         new_dec = np.concatenate([cat["dec"][matched_refs], c_dec])
         ref_ids = np.concatenate([cat["ref_id"][matched_refs], np.full(c_ra.size, -1)])
@@ -340,7 +390,10 @@ class AssignJob:
             refcat = _read_refcat(payload["refcat"])
             cat = _object_motion(objects, refcat)
             ra, dec = data.column("ra").to_numpy()[todo], data.column("dec").to_numpy()[todo]
-            idx, sep = matching.nearest_moving(ra, dec, year[todo], cat, cfg.radius_deg)
+            idx29 = data.column("healpix_29").to_numpy()[todo]
+            idx, sep = matching.nearest_moving(
+                ra, dec, year[todo], cat, cfg.radius_deg, index29=idx29
+            )
             ids = np.where(idx >= 0, cat["object_id"][np.maximum(idx, 0)], -1)
             # Already-assigned detections of the same frame and object win (incremental runs).
             claimed = obj_id >= 0

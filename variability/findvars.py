@@ -20,6 +20,7 @@ Results: ``varstats`` (every object), ``noise_curve`` and ``candidates`` in the 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,18 +188,33 @@ def compute_statistics(
     return stats.drop("inv_eta"), curves
 
 
-def _periods(store: Store, ids: list[int], config: FindConfig) -> dict[int, object]:
+def _periods(
+    store: Store, ids: list[int], config: FindConfig, workers: int = 1
+) -> dict[int, object]:
+    """Period search of the candidates, in ``workers`` processes when more than one.
+
+    ~10 ms per light curve of ~100 points: 3,000 candidates of 10^6 objects take ~30 s serially.
+    """
     if not ids:
         return {}
     lcs = store.pl(
         sqlfiles.load("candidate_lightcurves"), {"ids": ids, "max_point_err": config.max_point_err}
     )
-    out = {}
-    for (oid,), lc in lcs.group_by(["object_id"], maintain_order=True):
-        out[int(oid)] = search_period(
-            lc["mjd"].to_numpy(), lc["mag"].to_numpy(), lc["err"].to_numpy(), config.period
-        )
-    return out
+    curves = [
+        (int(oid), lc["mjd"].to_numpy(), lc["mag"].to_numpy(), lc["err"].to_numpy())
+        for (oid,), lc in lcs.group_by(["object_id"], maintain_order=True)
+    ]
+    if workers <= 1 or len(curves) < 100:
+        return dict(_search_periods(curves, config.period))
+    size = -(-len(curves) // (4 * workers))  # a few chunks per worker: balanced, few messages
+    chunks = [curves[i : i + size] for i in range(0, len(curves), size)]
+    with ProcessPoolExecutor(workers) as pool:
+        done = pool.map(_search_periods, chunks, [config.period] * len(chunks))
+        return {oid: res for part in done for oid, res in part}
+
+
+def _search_periods(curves: list[tuple], config: PeriodConfig) -> list[tuple[int, object]]:
+    return [(oid, search_period(t, mag, err, config)) for oid, t, mag, err in curves]
 
 
 _KNOWN_ALIASES = {
@@ -288,7 +304,10 @@ def find_variables(
     cand = _mark_blends(store, cand, stats, config)
     curve = curves["std"]
     mag = cand["det_mag"].to_numpy()
-    periods = _periods(store, cand["object_id"].to_list(), config) if config.periods else {}
+    workers = options.workers if options else 1
+    periods = (
+        _periods(store, cand["object_id"].to_list(), config, workers) if config.periods else {}
+    )
 
     def per(attr: str) -> list:
         return [getattr(periods[o], attr) if o in periods else None for o in cand["object_id"]]
@@ -342,9 +361,15 @@ def find_variables(
 
 def pixel_scale_arcsec(store: Store) -> float:
     """Median pixel scale of a few frames, from a linear fit of position against pixels."""
+    fids = store.pl("SELECT frame_id FROM frames WHERE status = 'ok' LIMIT 5")["frame_id"]
+    # One scan for the five frames (the measurements are partitioned by position, not by frame:
+    # a scan per frame cost 1.2 s each at 10^8 measurements).
+    rows = store.pl(
+        "SELECT frame_id, x, y, ra, dec FROM measurements WHERE list_contains($f, frame_id)",
+        {"f": fids.to_list()},
+    )
     scales = []
-    for fid in store.pl("SELECT frame_id FROM frames WHERE status = 'ok' LIMIT 5")["frame_id"]:
-        m = store.pl("SELECT x, y, ra, dec FROM measurements WHERE frame_id = $f", {"f": fid})
+    for _, m in rows.group_by("frame_id"):
         if len(m) < 10:
             continue
         a = np.column_stack([np.ones(len(m)), m["x"].to_numpy(), m["y"].to_numpy()])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from lcdb import healpix
+
 MAS_PER_DEG = 3.6e6
 DAYS_PER_YEAR = 365.25
 MJD_J2000 = 51544.5
@@ -69,6 +71,8 @@ def nearest_moving(
     cat: dict[str, np.ndarray],
     radius_deg: float,
     k: int = 4,
+    points: np.ndarray | None = None,
+    index29: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest catalogue star within ``radius_deg`` of each detection at the detection's epoch.
 
@@ -76,6 +80,9 @@ def nearest_moving(
     ``epoch`` (Julian year). Stars that move less than a tenth of the radius over the time span
     are matched with one plain nearest-neighbour query; the few that move more are matched at each
     detection's own epoch among the ``k`` nearest of a tree widened by their largest displacement.
+    ``points``, the detections' unit vectors, saves recomputing them when the caller has them;
+    with ``index29``, their order-29 HEALPix indices, detections in no cell near a star are set
+    aside by a binary search first (most of a field, against a sparse catalogue).
     Returns the index into ``cat`` (-1: none) and the separation in arcsec.
     """
     n = ra.size
@@ -86,21 +93,24 @@ def nearest_moving(
     pmra = np.nan_to_num(np.asarray(cat["pmra"], float))
     pmdec = np.nan_to_num(np.asarray(cat["pmdec"], float))
     dt_max = float(np.max(np.abs(year - np.mean(cat["epoch"])))) + 1.0
-    moving = np.hypot(pmra, pmdec) * dt_max / MAS_PER_DEG > 0.1 * radius_deg
-    points = unit_vectors(ra, dec)
+    reach = np.hypot(pmra, pmdec) * dt_max / MAS_PER_DEG
+    moving = reach > 0.1 * radius_deg
+    points = unit_vectors(ra, dec) if points is None else points
     static = np.flatnonzero(~moving)
     if static.size:
+        rows = _candidates(n, index29, cat, static, radius_deg)
         tree = cKDTree(unit_vectors(cat["ra"][static], cat["dec"][static]))
-        i, s = nearest_within(tree, points, radius_deg)
+        i, s = nearest_within(tree, points[rows], radius_deg)
         hit = i >= 0
-        idx[hit], sep[hit] = static[i[hit]], s[hit]
+        idx[rows[hit]], sep[rows[hit]] = static[i[hit]], s[hit]
     fast = np.flatnonzero(moving)
     if fast.size:
+        rows = _candidates(n, index29, cat, fast, radius_deg + float(reach[fast].max()))
         i, s = _nearest_propagated(
-            ra,
-            dec,
-            points,
-            year,
+            ra[rows],
+            dec[rows],
+            points[rows],
+            year[rows],
             {c: np.asarray(cat[c])[fast] for c in ("ra", "dec", "epoch")},
             pmra[fast],
             pmdec[fast],
@@ -108,36 +118,49 @@ def nearest_moving(
             dt_max,
             k,
         )
-        better = (i >= 0) & (s < sep)
-        idx[better], sep[better] = fast[i[better]], s[better]
+        better = (i >= 0) & (s < sep[rows])
+        idx[rows[better]], sep[rows[better]] = fast[i[better]], s[better]
     return idx, sep
+
+
+def _candidates(
+    n: int, index29: np.ndarray | None, cat: dict, stars: np.ndarray, radius_deg: float
+) -> np.ndarray:
+    """Detections that may lie within ``radius_deg`` of the given stars (all without indices)."""
+    if index29 is None:
+        return np.arange(n)
+    near = healpix.near_mask(index29, cat["ra"][stars], cat["dec"][stars], radius_deg)
+    return np.flatnonzero(near)
 
 
 def _nearest_propagated(ra, dec, points, year, cat, pmra, pmdec, radius_deg, dt_max, k):
     """Exact matching at each detection's epoch against a few moving stars."""
     n = ra.size
-    slack = float(np.max(np.hypot(pmra, pmdec))) * dt_max / MAS_PER_DEG
-    tree = cKDTree(unit_vectors(cat["ra"], cat["dec"]))
-    k = min(k, cat["ra"].size)
-    dist, idx = tree.query(points, k=k, distance_upper_bound=chord(radius_deg + slack))
-    dist, idx = dist.reshape(n, k), idx.reshape(n, k)
-    valid = np.isfinite(dist)
     out_i = np.full(n, -1, np.int64)
     out_s = np.full(n, np.inf)
-    rows = np.flatnonzero(valid.any(axis=1))  # only detections near a moving star
+    slack = float(np.max(np.hypot(pmra, pmdec))) * dt_max / MAS_PER_DEG
+    tree = cKDTree(unit_vectors(cat["ra"], cat["dec"]))
+    # Only detections with a moving star within the widened radius need the exact test: one
+    # nearest-neighbour query finds them (a k-nearest query of every detection costs 3x more).
+    near, _ = nearest_within(tree, points, radius_deg + slack)
+    rows = np.flatnonzero(near >= 0)
     if rows.size == 0:
         return out_i, out_s
-    safe = np.where(valid[rows], idx[rows], 0)
+    k = min(k, cat["ra"].size)
+    dist, idx = tree.query(points[rows], k=k, distance_upper_bound=chord(radius_deg + slack))
+    dist, idx = dist.reshape(rows.size, k), idx.reshape(rows.size, k)
+    valid = np.isfinite(dist)
+    safe = np.where(valid, idx, 0)
     dt = year[rows, None] - cat["epoch"][safe]
     ra_t, dec_t = propagate(cat["ra"][safe], cat["dec"][safe], pmra[safe], pmdec[safe], dt)
     d1, r1 = np.radians(dec[rows, None]), np.radians(ra[rows, None])
     d2, r2 = np.radians(dec_t), np.radians(ra_t)
     hav = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
-    s = np.where(valid[rows], np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0, 1)))), np.inf)
+    s = np.where(valid, np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0, 1)))), np.inf)
     best = np.argmin(s, axis=1)
     best_sep = s[np.arange(rows.size), best]
     hit = best_sep <= radius_deg
-    out_i[rows[hit]] = idx[rows, :][np.arange(rows.size), best][hit]
+    out_i[rows[hit]] = idx[np.arange(rows.size), best][hit]
     out_s[rows[hit]] = best_sep[hit] * 3600.0
     return out_i, out_s
 
