@@ -89,9 +89,14 @@ class Store:
         """Committed rows of ``table`` (from the manifest: no scan)."""
         return self.manifest.rows(table)
 
-    def pixels(self, table: str) -> list[int]:
-        """Partitions of ``table`` that hold data."""
-        return sorted({e["pixel"] for e in self.manifest.entries(table) if e["pixel"] is not None})
+    def pixels(self, table: str, largest_first: bool = False) -> list[int]:
+        """Partitions of ``table`` that hold data, in order, or with the most rows first (a
+        process pool that starts the long units first does not end on one worker alone)."""
+        rows: dict[int, int] = {}
+        for e in self.manifest.entries(table):
+            if e["pixel"] is not None:
+                rows[e["pixel"]] = rows.get(e["pixel"], 0) + int(e["rows"])
+        return sorted(rows, key=lambda p: (-rows[p], p) if largest_first else p)
 
     # -- DuckDB --------------------------------------------------------------------------------
     @property

@@ -86,7 +86,7 @@ class ClusterConfig:
 def _payloads(store: Store) -> list[tuple[str, dict[str, Any]]]:
     order = store.config.order
     out = []
-    for pixel in store.pixels("measurements"):
+    for pixel in store.pixels("measurements", largest_first=True):
         near = set(healpix.neighbour_pixels(pixel, order))
         out.append(
             (

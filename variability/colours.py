@@ -125,8 +125,12 @@ class ColourJob:
 
     def units(self, store: Store) -> list[tuple[str, dict]]:
         out = []
+        # largest first, by measurements (objects with no measurement in their own partition,
+        # a rare border case, come last)
         z0_order = store.sql("SELECT max(z0_order) FROM frames").column(0)[0].as_py() or 0
-        for pixel in store.pixels("objects"):
+        owners = store.pixels("objects")
+        busy = [p for p in store.pixels("measurements", largest_first=True) if p in set(owners)]
+        for pixel in busy + sorted(set(owners) - set(busy)):
             near = set(healpix.neighbour_pixels(pixel, self.order)) | {pixel}
             lo, hi = healpix.index_range(pixel, self.order)
             objects = [e["path"] for e in store.manifest.entries("objects") if e["pixel"] == pixel]
