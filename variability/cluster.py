@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -109,11 +110,17 @@ def _payloads(store: Store) -> list[tuple[str, dict[str, Any]]]:
 
 def _epochs(frame_files: list[str], frame_id: np.ndarray) -> np.ndarray:
     """Julian year of each detection's frame (mid-exposure)."""
-    t = read_parquet(frame_files, columns=["frame_id", "mjd"])
+    ids, years = _frame_years(tuple(frame_files))
+    return years[np.searchsorted(ids, frame_id)]
+
+
+@lru_cache(maxsize=2)
+def _frame_years(frame_files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted frame ids and their epochs, read once per process for all its units."""
+    t = read_parquet(list(frame_files), columns=["frame_id", "mjd"])
     ids = t.column("frame_id").to_numpy()
     order = np.argsort(ids)
-    pos = np.searchsorted(ids[order], frame_id)
-    return matching.mjd_to_year(t.column("mjd").to_numpy()[order][pos])
+    return ids[order], matching.mjd_to_year(t.column("mjd").to_numpy()[order])
 
 
 def _read_detections(payload: dict, config: ClusterConfig) -> dict[str, np.ndarray]:
