@@ -125,12 +125,18 @@ class StatsJob:
 
     def units(self, store: Store) -> list[tuple[str, dict]]:
         out = []
-        for pixel in store.pixels("objects"):
+        # the highest order among the frames' Z0 models: sql/views.sql's z0_horner folds it
+        z0_order = store.sql("SELECT max(z0_order) FROM frames").column(0)[0].as_py() or 0
+        # largest partitions first (by measurements): workers finish together
+        owners = set(store.pixels("objects"))
+        busy = [p for p in store.pixels("measurements", largest_first=True) if p in owners]
+        for pixel in busy + sorted(owners - set(busy)):
             near = set(healpix.neighbour_pixels(pixel, self.order)) | {pixel}
             lo, hi = healpix.index_range(pixel, self.order)
             files = store.files("measurements", near)
             if files:
-                out.append((f"pixel={pixel}", {"pixel": pixel, "files": files, "lo": lo, "hi": hi}))
+                payload = {"pixel": pixel, "files": files, "lo": lo, "hi": hi, "z0_order": z0_order}
+                out.append((f"pixel={pixel}", payload))
         return out
 
     def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
@@ -141,6 +147,7 @@ class StatsJob:
                     "files": payload["files"],
                     "lo": payload["lo"],
                     "hi": payload["hi"],
+                    "z0_order": payload["z0_order"],
                     "max_err": self.config.max_err,
                     "max_point_err": self.config.max_point_err,
                     "min_n": 5,
