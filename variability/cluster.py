@@ -399,7 +399,7 @@ class AssignJob:
             ra, dec = data.column("ra").to_numpy()[todo], data.column("dec").to_numpy()[todo]
             idx29 = data.column("healpix_29").to_numpy()[todo]
             idx, sep = matching.nearest_moving(
-                ra, dec, year[todo], cat, cfg.radius_deg, index29=idx29
+                ra, dec, year[todo], cat, cfg.radius_deg, index29=idx29, sparse=False
             )
             ids = np.where(idx >= 0, cat["object_id"][np.maximum(idx, 0)], -1)
             # Already-assigned detections of the same frame and object win (incremental runs).

@@ -73,6 +73,7 @@ def nearest_moving(
     k: int = 4,
     points: np.ndarray | None = None,
     index29: np.ndarray | None = None,
+    sparse: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest catalogue star within ``radius_deg`` of each detection at the detection's epoch.
 
@@ -82,7 +83,8 @@ def nearest_moving(
     detection's own epoch among the ``k`` nearest of a tree widened by their largest displacement.
     ``points``, the detections' unit vectors, saves recomputing them when the caller has them;
     with ``index29``, their order-29 HEALPix indices, detections in no cell near a star are set
-    aside by a binary search first (most of a field, against a sparse catalogue).
+    aside by a binary search first (most of a field, against a sparse catalogue; with
+    ``sparse=False``, a catalogue near every detection, only for the few moving stars).
     Returns the index into ``cat`` (-1: none) and the separation in arcsec.
     """
     n = ra.size
@@ -98,7 +100,7 @@ def nearest_moving(
     points = unit_vectors(ra, dec) if points is None else points
     static = np.flatnonzero(~moving)
     if static.size:
-        rows = _candidates(n, index29, cat, static, radius_deg)
+        rows = _candidates(n, index29 if sparse else None, cat, static, radius_deg)
         tree = cKDTree(unit_vectors(cat["ra"][static], cat["dec"][static]))
         i, s = nearest_within(tree, points[rows], radius_deg)
         hit = i >= 0
