@@ -88,7 +88,6 @@ class CalibrateJob:
         frames = store.sql("SELECT frame_id, naxis1, naxis2 FROM _frames ORDER BY frame_id")
         ids = frames["frame_id"].to_numpy()
         n = self.config.frames_per_unit
-        chunk_of = {int(f): i // n for i, f in enumerate(ids)}
         scratch = store.root / layout.TMP_DIR / self.name
         scratch.mkdir(parents=True, exist_ok=True)
         query = sqlfiles.load(f"calibration_stars_{self.config.reference}")
@@ -96,7 +95,7 @@ class CalibrateJob:
         reader = store.con.sql(query).to_arrow_reader(1_000_000)
         for batch in reader:
             fid = batch.column(0).to_numpy()
-            chunk = np.fromiter((chunk_of[int(f)] for f in fid), np.int64, fid.size)
+            chunk = np.searchsorted(ids, fid) // n  # ids are sorted: the frame's rank, chunked
             for c in np.unique(chunk):
                 part = batch.filter(pa.array(chunk == c))
                 if c not in writers:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from lcdb import healpix, layout, schema, sqlfiles
 from lcdb.errors import InputError
-from lcdb.runner import RunnerOptions, UnitOutput, run_job, unit_store
+from lcdb.runner import RunnerOptions, UnitOutput, partition_groups, run_job, unit_store
 from lcdb.store import Store
 from lcdb.tableio import read_parquet, write_parquet
 from lcdb.tables import rewrite_files
@@ -108,46 +108,46 @@ def solve(sums: pa.Table, config: ColourConfig) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class ColourJob:
-    """The colour fit of the objects owned by one partition (a runner job).
+    """The colour fit of the objects owned by a run of partitions (a runner job).
 
-    A unit reads the measurement files that can hold its objects' detections (the partition and
-    its neighbours, restricted to its objects' id range: the files are sorted by object, so only
-    a few row groups are decoded), runs the weighted sums of sql/colours.sql (or, with
-    ``hold_colour``, sql/magnitudes.sql: V with B−V held, for ``lcdb refine``), solves them and
-    rewrites the partition's objects file. Memory is bounded by one partition; the units run in
-    parallel and resume after an interruption.
+    A unit reads the measurement files that can hold its objects' detections (its partitions and
+    their neighbours, restricted to its objects' id range: the files are sorted by object, so only
+    a few row groups of each neighbour are decoded), runs the weighted sums of sql/colours.sql (or,
+    with ``hold_colour``, sql/magnitudes.sql: V with B−V held, for ``lcdb refine``), solves them
+    and rewrites its partitions' objects files. Memory is bounded by ``target_rows`` measurements
+    and a partition; the units run in parallel and resume after an interruption.
     """
 
     config: ColourConfig
     order: int
     hold_colour: bool = False
     name: str = "colours"
+    target_rows: int = 2_000_000
 
     def units(self, store: Store) -> list[tuple[str, dict]]:
-        out = []
-        # largest first, by measurements (objects with no measurement in their own partition,
-        # a rare border case, come last)
         z0_order = store.sql("SELECT max(z0_order) FROM frames").column(0)[0].as_py() or 0
-        owners = store.pixels("objects")
-        busy = [p for p in store.pixels("measurements", largest_first=True) if p in set(owners)]
-        for pixel in busy + sorted(set(owners) - set(busy)):
-            near = set(healpix.neighbour_pixels(pixel, self.order)) | {pixel}
-            lo, hi = healpix.index_range(pixel, self.order)
-            objects = [e["path"] for e in store.manifest.entries("objects") if e["pixel"] == pixel]
+        entries = store.manifest.entries("objects")
+        out = []
+        groups = partition_groups(store, store.pixels("objects"), "measurements", self.target_rows)
+        for group in groups:
+            near = set(group)
+            for pixel in group:
+                near.update(healpix.neighbour_pixels(pixel, self.order))
             payload = {
-                "pixel": pixel,
-                "objects": objects,
+                "pixels": group,
+                "objects": {p: [e["path"] for e in entries if e["pixel"] == p] for p in group},
                 "files": store.files("measurements", near),
-                "lo": lo,
-                "hi": hi,
+                "lo": healpix.index_range(group[0], self.order)[0],
+                "hi": healpix.index_range(group[-1], self.order)[1],
                 "z0_order": z0_order,
             }
-            out.append((f"pixel={pixel}", payload))
+            out.append((f"pixels={group[0]}-{group[-1]}", payload))
         return out
 
     def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
         rootp = Path(root)
-        objs = schema.conform(read_parquet([rootp / p for p in payload["objects"]]), "objects")
+        paths = [p for group in payload["objects"].values() for p in group]
+        objs = schema.conform(read_parquet([rootp / p for p in paths]), "objects")
         params = {
             "lo": payload["lo"],
             "hi": payload["hi"],
@@ -160,7 +160,7 @@ class ColourJob:
         if not files:
             fit = None
         elif self.hold_colour:
-            objects = [str(rootp / p) for p in payload["objects"]]
+            objects = [str(rootp / p) for p in paths]
             sums = unit_store(root).sql(
                 sqlfiles.load("magnitudes"), {**params, "files": files, "objects": objects}
             )
@@ -169,11 +169,14 @@ class ColourJob:
             sums = unit_store(root).sql(sqlfiles.load("colours"), {**params, "files": files})
             fit = solve(sums, self.config)
         new = apply_fit(objs, fit, keep_missing=self.hold_colour)
-        path = layout.new_partition_file(rootp, "objects", payload["pixel"], "obj")
-        write_parquet(new, path)
         out = UnitOutput(key=key, stats={"fitted": float(np.isfinite(_floats(new["v"])).sum())})
-        out.add.append(("objects", str(path), new.num_rows, {}))
-        out.remove.extend(("objects", p) for p in payload["objects"])
+        pix = healpix.coarsen(new["object_id"].to_numpy(), self.order)
+        for pixel in payload["pixels"]:
+            part = new.filter(pa.array(pix == pixel))
+            path = layout.new_partition_file(rootp, "objects", pixel, "obj")
+            write_parquet(part, path)
+            out.add.append(("objects", str(path), part.num_rows, {}))
+        out.remove.extend(("objects", p) for p in paths)
         return out
 
 
