@@ -10,7 +10,9 @@ skipped, or aborts everything with ``strict=True``.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +45,9 @@ class IngestOptions:
         Any bad file aborts the whole run, landing nothing.
     batch_frames : int or None
         Frames per batch (default: the store's ``batch_frames``).
+    batch_rows : int
+        Measurements per batch: a batch closes at whichever limit comes first, so frames of 10^6
+        detections do not gather 10^8 rows in memory.
     threads : int
         Threads reading and validating catalogues.
     progress : bool
@@ -52,6 +57,7 @@ class IngestOptions:
     replace: bool = False
     strict: bool = False
     batch_frames: int | None = None
+    batch_rows: int = 4_000_000
     threads: int = 2
     progress: bool = True
 
@@ -59,6 +65,8 @@ class IngestOptions:
         problems = []
         if self.batch_frames is not None and self.batch_frames < 1:
             problems.append(f"batch_frames must be >= 1, got {self.batch_frames}")
+        if self.batch_rows < 1:
+            problems.append(f"batch_rows must be >= 1, got {self.batch_rows}")
         if self.threads < 1:
             problems.append(f"threads must be >= 1, got {self.threads}")
         if problems:
@@ -121,37 +129,31 @@ def ingest_paths(
     with manifest.transaction(store.root) as tx:
         known = _KnownFrames.load(store.root, tx.base)
         bar = tqdm(total=len(files), unit="frame", disable=not options.progress, desc="ingest")
-        chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
         with ThreadPoolExecutor(options.threads) as pool:
-            # The next batch is read while this one is sorted and written (two batches in memory).
-            pending = [pool.submit(_try_read, p) for p in chunks[0]] if chunks else []
-            for k, chunk in enumerate(chunks):
-                catalogs = [f.result() for f in pending]
-                if k + 1 < len(chunks):
-                    pending = [pool.submit(_try_read, p) for p in chunks[k + 1]]
-                accepted = []
-                for path, result in zip(chunk, catalogs, strict=True):
-                    if isinstance(result, InputError):
-                        if options.strict:
-                            raise InputError(f"{result} (--strict: nothing ingested)")
-                        summary.rejected.append((str(path), _reason(result, path)))
-                        continue
-                    decision = known.classify(result, options.replace)
-                    if decision.skip:
-                        summary.skipped.append((str(path), decision.skip))
-                    elif decision.reject:
-                        if options.strict:
-                            raise InputError(
-                                f"{path}: {decision.reject} (--strict: nothing ingested)"
-                            )
-                        summary.rejected.append((str(path), decision.reject))
-                    else:
-                        accepted.append((result, decision.replaces))
-                if accepted:
-                    _write_batch(store, tx, known, accepted, summary, pool)
-                    if not options.strict:  # strict: one commit at the very end
-                        tx.commit()
-                bar.update(len(chunk))
+            accepted: list = []
+            rows = 0
+            for path, result in _read_ahead(pool, files, 2 * options.threads + 2):
+                bar.update(1)
+                if isinstance(result, InputError):
+                    if options.strict:
+                        raise InputError(f"{result} (--strict: nothing ingested)")
+                    summary.rejected.append((str(path), _reason(result, path)))
+                    continue
+                decision = known.classify(result, options.replace)
+                if decision.skip:
+                    summary.skipped.append((str(path), decision.skip))
+                elif decision.reject:
+                    if options.strict:
+                        raise InputError(f"{path}: {decision.reject} (--strict: nothing ingested)")
+                    summary.rejected.append((str(path), decision.reject))
+                else:
+                    accepted.append((result, decision.replaces))
+                    rows += result.n_rows
+                    if len(accepted) >= batch_size or rows >= options.batch_rows:
+                        _flush(store, tx, known, accepted, summary, pool, options.strict)
+                        accepted, rows = [], 0
+            if accepted:
+                _flush(store, tx, known, accepted, summary, pool, options.strict)
         bar.close()
         if options.strict and summary.batches:
             tx.commit()
@@ -221,6 +223,28 @@ class _KnownFrames:
     def record(self, row: dict) -> None:
         self.by_hash[row["sha256"]] = row
         self.by_name[row["frame_name"]] = row
+
+
+def _read_ahead(pool: ThreadPoolExecutor, files: list[Path], depth: int) -> Iterable:
+    """``(path, catalogue or InputError)`` in file order, reading up to ``depth`` files ahead
+    (while a batch is written, the next frames are being read; memory stays bounded)."""
+    queue: deque = deque()
+    it = iter(files)
+    for path in itertools.islice(it, depth):
+        queue.append((path, pool.submit(_try_read, path)))
+    while queue:
+        path, fut = queue.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            queue.append((nxt, pool.submit(_try_read, nxt)))
+        yield path, fut.result()
+
+
+def _flush(store, tx, known, accepted, summary, pool, strict: bool) -> None:
+    """Write one batch; commit it unless ``strict`` (one commit at the very end)."""
+    _write_batch(store, tx, known, accepted, summary, pool)
+    if not strict:
+        tx.commit()
 
 
 def _write_batch(

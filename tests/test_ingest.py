@@ -219,6 +219,22 @@ def test_one_file_per_touched_partition_per_batch(tmp_path, store):
     assert len(store.files("frames")) == 2
 
 
+def test_batches_close_at_the_row_limit(tmp_path, store):
+    """Frames of many detections must not pile up in one batch (memory bounded by rows)."""
+    rng = np.random.default_rng(10)
+    stars = make_stars(rng, 300, 80.0, 60.0, 8.0)
+    d = tmp_path / "rows"
+    d.mkdir()
+    for i in range(12):
+        write_catalog(d / f"f{i:03d}.parquet", stars, rng, 60000.0 + i)
+    s = ingest_paths(store, [d], IngestOptions(batch_frames=200, batch_rows=1000, progress=False))
+    per_frame = store.count("measurements") // 12
+    # each batch closes at the frame that reaches 1000 rows: ceil(1000 / rows per frame) frames
+    frames_per_batch = -(-1000 // per_frame)
+    assert s.batches == -(-12 // frames_per_batch)
+    assert store.count("frames") == 12
+
+
 _CRASH_SCRIPT = """
 import sys
 import lcdb

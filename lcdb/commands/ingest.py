@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replace", action="store_true", help="replace frames already in the store")
     p.add_argument("--strict", action="store_true", help="any bad file aborts, landing nothing")
     p.add_argument("--batch-frames", type=int, default=None, help="frames per batch")
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        default=4_000_000,
+        help="measurements per batch (a batch closes at whichever limit comes first)",
+    )
     p.add_argument("--threads", type=int, default=2, help="reader threads")
     add_progress_arg(p)
     p.set_defaults(func=_run)
@@ -34,6 +40,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.batch_frames is not None and args.batch_frames < 1:
         raise UsageError(f"--batch-frames must be >= 1, got {args.batch_frames}")
+    if args.batch_rows < 1:
+        raise UsageError(f"--batch-rows must be >= 1, got {args.batch_rows}")
     if args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     store = store_from(args)
@@ -41,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         replace=args.replace,
         strict=args.strict,
         batch_frames=args.batch_frames,
+        batch_rows=args.batch_rows,
         threads=args.threads,
         progress=not args.no_progress,
     )
