@@ -10,10 +10,9 @@ skipped, or aborts everything with ``strict=True``.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +131,16 @@ def ingest_paths(
         with ThreadPoolExecutor(options.threads) as pool:
             accepted: list = []
             rows = 0
-            for path, result in _read_ahead(pool, files, 2 * options.threads + 2):
+            # Read about one batch ahead (as many frames as fit in batch_rows, judged by the
+            # frames seen so far), at least a few files, at most batch_frames.
+            seen = [0, 0]  # frames, rows
+
+            def depth() -> int:
+                per_frame = seen[1] / seen[0] if seen[0] else options.batch_rows
+                fit = int(options.batch_rows / max(per_frame, 1.0))
+                return max(2 * options.threads + 2, min(batch_size, fit))
+
+            for path, result in _read_ahead(pool, files, depth):
                 bar.update(1)
                 if isinstance(result, InputError):
                     if options.strict:
@@ -149,6 +157,8 @@ def ingest_paths(
                 else:
                     accepted.append((result, decision.replaces))
                     rows += result.n_rows
+                    seen[0] += 1
+                    seen[1] += result.n_rows
                     if len(accepted) >= batch_size or rows >= options.batch_rows:
                         _flush(store, tx, known, accepted, summary, pool, options.strict)
                         accepted, rows = [], 0
@@ -225,18 +235,20 @@ class _KnownFrames:
         self.by_name[row["frame_name"]] = row
 
 
-def _read_ahead(pool: ThreadPoolExecutor, files: list[Path], depth: int) -> Iterable:
-    """``(path, catalogue or InputError)`` in file order, reading up to ``depth`` files ahead
-    (while a batch is written, the next frames are being read; memory stays bounded)."""
+def _read_ahead(pool: ThreadPoolExecutor, files: list[Path], depth: Callable[[], int]) -> Iterable:
+    """``(path, catalogue or InputError)`` in file order, reading up to ``depth()`` files ahead:
+    while a batch is sorted and written the next frames are read, and memory stays bounded."""
     queue: deque = deque()
     it = iter(files)
-    for path in itertools.islice(it, depth):
-        queue.append((path, pool.submit(_try_read, path)))
-    while queue:
+    while True:
+        while len(queue) < depth():
+            path = next(it, None)
+            if path is None:
+                break
+            queue.append((path, pool.submit(_try_read, path)))
+        if not queue:
+            return
         path, fut = queue.popleft()
-        nxt = next(it, None)
-        if nxt is not None:
-            queue.append((nxt, pool.submit(_try_read, nxt)))
         yield path, fut.result()
 
 
