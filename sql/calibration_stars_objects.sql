@@ -1,6 +1,7 @@
 -- calibration_stars_objects.sql: measurements of the reconstructed reference objects (constant,
 -- well-measured objects chosen by `lcdb refine`) on every frame, unflagged, with the frame's
--- current colour coefficient (refinement keeps C from the refcat calibration). Ordered by frame.
+-- current colour coefficient (refinement keeps C from the refcat calibration). Unordered: the
+-- job streams the rows into chunks of frames (a sort of 10^7-10^8 rows took DuckDB's whole memory).
 WITH
 matched AS (
     SELECT m.frame_id, m.x, m.y, m.flux, m.flux_err, o.v, o.v_err, o.bv, o.bv_err
@@ -20,5 +21,4 @@ SELECT
     f.color_coeff AS c_fixed, f.color_coeff_err AS c_fixed_err
 FROM matched AS t
 JOIN frames AS f USING (frame_id)
-WHERE f.color_coeff IS NOT NULL
-ORDER BY t.frame_id;
+WHERE f.color_coeff IS NOT NULL;

@@ -1,7 +1,8 @@
 -- calibration_stars_refcat.sql: reference stars measured on every frame, for `lcdb calibrate`.
 -- A measurement qualifies when its object is tied to a refcat star with a B-V, the star is not
 -- blended in the catalogue, and the measurement's flags are good (not saturated, not truncated,
--- no masked pixel, not blended on the frame; see good_flags in views.sql). Ordered by frame for streaming.
+-- no masked pixel, not blended on the frame; see good_flags in views.sql). Unordered: the job
+-- streams the rows into chunks of frames (a sort of 10^7-10^8 rows took DuckDB's whole memory).
 WITH
 matched AS (
     SELECT m.frame_id, m.x, m.y, m.flux, m.flux_err, o.ref_id
@@ -19,4 +20,4 @@ with_catalogue AS (
     JOIN refcat AS r USING (ref_id)
     WHERE NOT r.blended AND r.bv IS NOT NULL AND r.v IS NOT NULL
 )
-SELECT * FROM with_catalogue ORDER BY frame_id;
+SELECT * FROM with_catalogue;

@@ -126,12 +126,15 @@ class CalibrateJob:
         rows = []
         if stars is not None:
             fid = stars["frame_id"].to_numpy()
+            by_frame = np.argsort(fid, kind="stable")  # the stars arrive in no particular order
+            fid_sorted = fid[by_frame]
             cols = {c: stars[c].to_numpy(zero_copy_only=False) for c in stars.column_names}
         for frame_id, (nx, ny) in payload["frames"].items():
             if stars is None:
                 sel = np.empty(0, np.int64)
             else:
-                sel = np.flatnonzero(fid == frame_id)
+                lo, hi = np.searchsorted(fid_sorted, [frame_id, frame_id + 1])
+                sel = by_frame[lo:hi]
             if sel.size == 0:
                 rows.append(_row(frame_id, cfg, None, "no reference stars on the frame"))
                 continue
