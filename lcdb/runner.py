@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from lcdb import layout, manifest
+from lcdb import healpix, layout, manifest
 from lcdb.errors import UsageError
 from lcdb.store import Store
 
@@ -119,24 +119,25 @@ class _SerialExecutor(Executor):
         return fut
 
 
-def partition_groups(
-    store: Store, pixels: list[int], weights: str, target_rows: int
-) -> list[list[int]]:
-    """``pixels`` in runs of consecutive partitions holding ~``target_rows`` rows of ``weights``.
+def object_units(store: Store, target_rows: int = 2_000_000) -> list[tuple[str, dict]]:
+    """The units of a per-object job: runs of consecutive objects partitions.
 
-    A unit per partition costs a fixed ~50 ms (connection, query binding, commit) that dwarfs the
-    work of small partitions; runs of consecutive indices (nested: neighbours on the sky) cover one
-    contiguous order-29 index range, so a per-object query still scans one id range per unit. The
-    heaviest runs come first, so a pool does not end with one worker on the largest.
+    Each payload holds the run's ``pixels``, the measurement ``files`` that can hold their
+    objects' detections (the partitions and their neighbours) and the objects' id range ``lo`` ..
+    ``hi``. A unit per partition costs a fixed ~50 ms (connection, query binding, commit) that
+    dwarfs the work of small partitions; a run of consecutive indices (nested: neighbours on the
+    sky) is one contiguous order-29 range, so the unit still scans one id range. Runs hold about
+    ``target_rows`` measurements; the heaviest come first, so a pool does not end on one worker.
     """
+    order = store.config.order
     rows: dict[int, int] = {}
-    for e in store.manifest.entries(weights):
+    for e in store.manifest.entries("measurements"):
         if e["pixel"] is not None:
             rows[e["pixel"]] = rows.get(e["pixel"], 0) + int(e["rows"])
     groups: list[list[int]] = []
     current: list[int] = []
     acc = 0
-    for p in sorted(pixels):
+    for p in store.pixels("objects"):
         current.append(p)
         acc += rows.get(p, 0)
         if acc >= target_rows:
@@ -144,7 +145,20 @@ def partition_groups(
             current, acc = [], 0
     if current:
         groups.append(current)
-    return sorted(groups, key=lambda g: (-sum(rows.get(p, 0) for p in g), g[0]))
+    groups.sort(key=lambda g: (-sum(rows.get(p, 0) for p in g), g[0]))
+    out = []
+    for group in groups:
+        near = set(group)
+        for pixel in group:
+            near.update(healpix.neighbour_pixels(pixel, order))
+        payload = {
+            "pixels": group,
+            "files": store.files("measurements", near),
+            "lo": healpix.index_range(group[0], order)[0],
+            "hi": healpix.index_range(group[-1], order)[1],
+        }
+        out.append((f"pixels={group[0]}-{group[-1]}", payload))
+    return out
 
 
 _UNIT_STORES: dict[str, tuple[tuple[int, int], Store]] = {}

@@ -10,10 +10,7 @@
 -- error), $max_err (mag), $clip.
 WITH
 meas AS (
-    SELECT object_id, frame_id, x::DOUBLE AS x, y::DOUBLE AS y, flux, flux_err
-    FROM read_parquet($files)
-    WHERE object_id BETWEEN $lo AND $hi AND good_flags(flags) AND flux > 0
-      AND 1.0857362047581294 * flux_err / flux <= $max_err
+    SELECT * FROM unit_measurements($files, $lo, $hi, $max_err)
 ),
 frame_models AS MATERIALIZED (
     SELECT * FROM _frame_models WHERE status = 'ok'

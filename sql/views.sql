@@ -50,6 +50,15 @@ CREATE OR REPLACE TEMP MACRO z0_horner(c, xn, yn, max_order) AS CASE
 -- test frames), so the bit is kept as information but does not disqualify (docs/formats.md §4).
 CREATE OR REPLACE TEMP MACRO good_flags(f) AS (f & 1019) = 0;
 
+-- The good measurements of a per-object job's unit (sql/colours.sql, sql/magnitudes.sql): those of
+-- objects lo .. hi in the given files, unflagged, with a positive flux and an error of at most
+-- max_err mag; x, y as doubles for z0_horner.
+CREATE OR REPLACE TEMP MACRO unit_measurements(files, lo, hi, max_err) AS TABLE
+SELECT object_id, frame_id, x::DOUBLE AS x, y::DOUBLE AS y, flux, flux_err
+FROM read_parquet(files)
+WHERE object_id BETWEEN lo AND hi AND good_flags(flags) AND flux > 0
+  AND 1.0857362047581294 * flux_err / flux <= max_err;
+
 -- One row per frame (docs/formats.md §3) with its photometric model once `lcdb calibrate` ran;
 -- `status` is the calibration's verdict where there is one.
 CREATE OR REPLACE TEMP VIEW frames AS

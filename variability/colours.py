@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from lcdb import healpix, layout, schema, sqlfiles
 from lcdb.errors import InputError
-from lcdb.runner import RunnerOptions, UnitOutput, partition_groups, run_job, unit_store
+from lcdb.runner import RunnerOptions, UnitOutput, object_units, run_job, unit_store
 from lcdb.store import Store
 from lcdb.tableio import read_parquet, write_parquet
 from lcdb.tables import rewrite_files
@@ -127,21 +127,12 @@ class ColourJob:
     def units(self, store: Store) -> list[tuple[str, dict]]:
         z0_order = store.sql("SELECT max(z0_order) FROM frames").column(0)[0].as_py() or 0
         entries = store.manifest.entries("objects")
-        out = []
-        groups = partition_groups(store, store.pixels("objects"), "measurements", self.target_rows)
-        for group in groups:
-            near = set(group)
-            for pixel in group:
-                near.update(healpix.neighbour_pixels(pixel, self.order))
-            payload = {
-                "pixels": group,
-                "objects": {p: [e["path"] for e in entries if e["pixel"] == p] for p in group},
-                "files": store.files("measurements", near),
-                "lo": healpix.index_range(group[0], self.order)[0],
-                "hi": healpix.index_range(group[-1], self.order)[1],
-                "z0_order": z0_order,
+        out = object_units(store, self.target_rows)
+        for _key, payload in out:
+            payload["z0_order"] = z0_order
+            payload["objects"] = {
+                p: [e["path"] for e in entries if e["pixel"] == p] for p in payload["pixels"]
             }
-            out.append((f"pixels={group[0]}-{group[-1]}", payload))
         return out
 
     def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:

@@ -31,7 +31,7 @@ from scipy.spatial import cKDTree
 
 from lcdb import healpix, layout, schema, sqlfiles
 from lcdb.errors import InputError
-from lcdb.runner import RunnerOptions, UnitOutput, partition_groups, run_job, unit_store
+from lcdb.runner import RunnerOptions, UnitOutput, object_units, run_job, unit_store
 from lcdb.store import Store
 from lcdb.tableio import write_parquet
 from lcdb.tables import replace_table
@@ -127,24 +127,11 @@ class StatsJob:
     target_rows: int = 2_000_000
 
     def units(self, store: Store) -> list[tuple[str, dict]]:
-        out = []
         # the highest order among the frames' Z0 models: sql/views.sql's z0_horner folds it
         z0_order = store.sql("SELECT max(z0_order) FROM frames").column(0)[0].as_py() or 0
-        groups = partition_groups(store, store.pixels("objects"), "measurements", self.target_rows)
-        for group in groups:
-            near = set(group)
-            for pixel in group:
-                near.update(healpix.neighbour_pixels(pixel, self.order))
-            files = store.files("measurements", near)
-            if files:
-                payload = {
-                    "pixels": group,
-                    "files": files,
-                    "lo": healpix.index_range(group[0], self.order)[0],
-                    "hi": healpix.index_range(group[-1], self.order)[1],
-                    "z0_order": z0_order,
-                }
-                out.append((f"pixels={group[0]}-{group[-1]}", payload))
+        out = [(k, p) for k, p in object_units(store, self.target_rows) if p["files"]]
+        for _key, payload in out:
+            payload["z0_order"] = z0_order
         return out
 
     def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
