@@ -11,12 +11,16 @@ are dropped in its last commit. The runner keeps at most
 ``2 * workers`` units in flight, so memory is bounded by a few units, never the store.
 
 Any ``concurrent.futures.Executor`` can run the units: a process pool locally, or a Dask
-``distributed.Client.get_executor()`` over a shared file system — the jobs do not change.
+``distributed.Client.get_executor()`` over a shared file system — the jobs do not change. The local
+pool forks its workers from a clean server process (see :func:`process_pool`), so a script that
+runs jobs with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -107,6 +111,26 @@ class JobSummary:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+#: Imported once by the fork server, so its workers start with them (the jobs' own modules are
+#: imported as a worker unpickles its first unit).
+_PRELOAD = ["lcdb.store", "lcdb.runner", "pyarrow.parquet", "scipy.spatial", "astropy_healpix"]
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool whose workers do not inherit this process's DuckDB state.
+
+    Forking a process that has run DuckDB queries (its threads, its allocator) crashed workers that
+    open a connection of their own (tests/test_colours_refine.py); the workers are therefore forked
+    from a clean server process ("forkserver", which preloads the store's modules once), or
+    spawned where that start method is missing.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        ctx.set_forkserver_preload(_PRELOAD)
+    return ProcessPoolExecutor(workers, mp_context=ctx)
+
+
 class _SerialExecutor(Executor):
     """Runs each submitted call at once, in this process."""
 
@@ -161,7 +185,7 @@ def object_units(store: Store, target_rows: int = 2_000_000) -> list[tuple[str, 
     return out
 
 
-_UNIT_STORES: dict[str, tuple[tuple[int, int], Store]] = {}
+_UNIT_STORES: dict[str, tuple[int, tuple[int, int], Store]] = {}
 
 
 def unit_store(root: str) -> Store:
@@ -170,17 +194,18 @@ def unit_store(root: str) -> Store:
     Opening a store (a DuckDB connection and its views) costs ~0.1 s, as much as a small unit's
     work, so each process keeps one and reopens it only when the manifest changed (the runner
     commits every few units). A unit must read the files its own job replaces through the file
-    lists of its payload, never through the views.
+    lists of its payload, never through the views. A store inherited through ``fork`` is left
+    alone: its DuckDB connection belongs to the parent (closing it in the child crashes).
     """
     path = Path(root) / layout.MANIFEST
     key = (path.stat().st_mtime_ns, manifest.Manifest.load(Path(root)).version)
     cached = _UNIT_STORES.get(root)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    if cached is not None:
-        cached[1].close()
+    if cached is not None and cached[0] == os.getpid():
+        if cached[1] == key:
+            return cached[2]
+        cached[2].close()
     store = Store(Path(root))
-    _UNIT_STORES[root] = (key, store)
+    _UNIT_STORES[root] = (os.getpid(), key, store)
     return store
 
 
@@ -206,9 +231,7 @@ def run_job(
             )
         own = executor is None
         if own:
-            executor = (
-                ProcessPoolExecutor(options.workers) if options.workers > 1 else _SerialExecutor()
-            )
+            executor = process_pool(options.workers) if options.workers > 1 else _SerialExecutor()
         bar = tqdm(total=len(todo), desc=job.name, unit="unit", disable=not options.progress)
         pending_commit = 0
         try:

@@ -11,12 +11,12 @@ import pytest
 import lcdb
 from ingest import IngestOptions, ingest_paths, load_refcat
 from lcdb.errors import InputError
-from lcdb.runner import RunnerOptions
+from lcdb.runner import RunnerOptions, run_job
 from lcdb.sim import truth
 from lcdb.sim.survey import SurveyConfig, simulate_survey
 from variability.calibrate import calibrate
 from variability.cluster import ClusterConfig, cluster
-from variability.colours import ColourConfig, reconstruct_colours, solve
+from variability.colours import ColourConfig, ColourJob, reconstruct_colours, solve
 from variability.refine import refine
 
 QUIET = RunnerOptions(progress=False)
@@ -64,6 +64,23 @@ def test_weighted_line_fit_from_sums_is_exact():
     flat = sums.set_column(sums.schema.get_field_index("c_spread"), "c_spread", pa.array([0.001]))
     assert np.isnan(solve(flat, ColourConfig())["bv"][0])
     assert "spread of C" in solve(flat, ColourConfig())["colour_note"][0]
+
+
+def test_colour_units_agree_however_the_partitions_are_grouped(calibrated):
+    """Runs of partitions (serial) and one partition per unit (two processes) give the same fit:
+    every object is fitted once, by the unit owning it, whatever the grouping."""
+    store, _sim = calibrated
+    reconstruct_colours(store)
+    runs = store.pl("SELECT object_id, v, bv, n_colour FROM objects ORDER BY object_id")
+    job = ColourJob(ColourConfig(), store.config.order, target_rows=1)
+    assert len(job.units(store)) == len(store.pixels("objects")) > 1
+    run_job(store, job, RunnerOptions(workers=2, progress=False))
+    single = store.pl("SELECT object_id, v, bv, n_colour FROM objects ORDER BY object_id")
+    assert runs["object_id"].to_list() == single["object_id"].to_list()
+    assert runs["n_colour"].to_list() == single["n_colour"].to_list()
+    # the same sums in another order: equal to double-precision roundoff
+    for col in ("v", "bv"):
+        np.testing.assert_allclose(single[col].to_numpy(), runs[col].to_numpy(), atol=1e-9)
 
 
 def test_colours_then_refinement(calibrated):

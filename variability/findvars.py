@@ -20,7 +20,6 @@ Results: ``varstats`` (every object), ``noise_curve`` and ``candidates`` in the 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,14 @@ from scipy.spatial import cKDTree
 
 from lcdb import healpix, layout, schema, sqlfiles
 from lcdb.errors import InputError
-from lcdb.runner import RunnerOptions, UnitOutput, object_units, run_job, unit_store
+from lcdb.runner import (
+    RunnerOptions,
+    UnitOutput,
+    object_units,
+    process_pool,
+    run_job,
+    unit_store,
+)
 from lcdb.store import Store
 from lcdb.tableio import write_parquet
 from lcdb.tables import replace_table
@@ -214,7 +220,7 @@ def _periods(
         return dict(_search_periods(curves, config.period))
     size = -(-len(curves) // (4 * workers))  # a few chunks per worker: balanced, few messages
     chunks = [curves[i : i + size] for i in range(0, len(curves), size)]
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers) as pool:
         done = pool.map(_search_periods, chunks, [config.period] * len(chunks))
         return {oid: res for part in done for oid, res in part}
 

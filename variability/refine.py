@@ -221,7 +221,7 @@ def refine(
             store, CalibrateConfig(fit=config.fit, reference="objects", iteration=it), options
         )
         _remove_degenerate_modes(store, base)
-        refit_magnitudes(store, config.colour)
+        refit_magnitudes(store, config.colour, options)
         after_obj, after_zp = _snapshot(store)
         is_ref = pl.col("object_id").is_in(ref_ids.tolist())
         row = {

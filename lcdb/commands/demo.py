@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         f"truth: rms {1000 * float(np.std(dz)):.1f} mmag, bias {1000 * float(np.median(dz)):+.1f}"
         f" mmag (absolute zero points are limited by the Tycho-like refcat errors)"
     )
-    timed("colours", reconstruct_colours, store)
+    timed("colours", reconstruct_colours, store, options=runner)
     before = truth.colour_score(truth.object_truth(store, det, sim_dir))
     plots = out / "plots"
     stats_before, curves_before = compute_statistics(store, FindConfig())

@@ -96,6 +96,7 @@ def register_colours(sub: argparse._SubParsersAction) -> None:
     add_store_arg(p)
     p.add_argument("--min-points", type=int, default=10, help="fewest good measurements")
     p.add_argument("--min-c-spread", type=float, default=0.01, help="smallest spread of C")
+    add_runner_args(p)
     p.set_defaults(func=_colours)
 
     p = sub.add_parser(
@@ -118,7 +119,7 @@ def _colours(args: argparse.Namespace) -> int:
         config = ColourConfig(min_points=args.min_points, min_c_spread=args.min_c_spread)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    reconstruct_colours(store_from(args), config)
+    reconstruct_colours(store_from(args), config, runner_options(args))
     return 0
 
 

@@ -107,7 +107,7 @@ def run_chain(store, find_config, runner) -> dict:
             ),
         ),
         ("calibrate", lambda: calibrate(store, options=runner)),
-        ("colours", lambda: reconstruct_colours(store)),
+        ("colours", lambda: reconstruct_colours(store, options=runner)),
         ("refine", lambda: refine(store, options=runner)[-1]),
         ("find-variables", lambda: find_variables(store, find_config, runner)),
     )
