@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lcdb import healpix
 from lcdb.healpix import angular_separation_deg
 from variability import matching
 
@@ -65,6 +66,13 @@ def test_nearest_moving_equals_brute_force():
     dec = dec + rng.normal(0, 1e-4, pick.size)
     r = 5 / 3600
     got, _ = matching.nearest_moving(ra, dec, year, cat, r)
-    np.testing.assert_array_equal(got, _nearest_slow(ra, dec, year, cat, r))
+    want = _nearest_slow(ra, dec, year, cat, r)
+    np.testing.assert_array_equal(got, want)
+    # The HEALPix-cell prefilter (fast movers are looked for as far as they travel) and its
+    # dense-catalogue variant change nothing.
+    idx29 = healpix.healpix29(ra, dec)
+    for sparse in (True, False):
+        pre, _ = matching.nearest_moving(ra, dec, year, cat, r, index29=idx29, sparse=sparse)
+        np.testing.assert_array_equal(pre, want)
     # Fast movers (up to ~10"/yr here) are found at their epoch, not at their catalogue place.
     assert (got == pick).mean() > 0.99
