@@ -8,29 +8,12 @@
 -- Runs on the objects of one partition at a time (a partition job, like varstats.sql): $files
 -- are the measurement files that can hold their detections (the partition and its neighbours),
 -- [$lo, $hi] their object ids; $z0_order the highest order of the frames' Z0 models. The points
--- (and the frame models) are materialised: both passes read them, and DuckDB 2.0 joins them
--- several times faster than a Parquet scan joined to the frames (bench/pipeline.py).
+-- (unit_points in views.sql) are materialised: both passes read them.
 -- Parameters: $files, $lo, $hi, $z0_order, $floor (mag, added in quadrature to each error),
 -- $max_err (mag), $clip.
 WITH
-meas AS (
-    SELECT * FROM unit_measurements($files, $lo, $hi, $max_err)
-),
-frame_models AS MATERIALIZED (
-    SELECT * FROM _frame_models WHERE status = 'ok'
-),
 points AS MATERIALIZED (
-    SELECT
-        m.object_id,
-        -2.5 * log10(m.flux)
-            - z0_horner(
-                f, 2.0 * m.x / (f.naxis1 - 1) - 1.0, 2.0 * m.y / (f.naxis2 - 1) - 1.0, $z0_order
-            )
-            AS y,
-        f.color_coeff AS x,
-        1.0 / ((1.0857362047581294 * m.flux_err / m.flux) ** 2 + $floor * $floor) AS w
-    FROM meas AS m
-    JOIN frame_models AS f USING (frame_id)
+    SELECT * FROM unit_points($files, $lo, $hi, $max_err, $floor, $z0_order)
 ),
 pass1 AS (
     SELECT

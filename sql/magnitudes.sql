@@ -9,23 +9,9 @@
 -- Parameters: $files, $objects, $lo, $hi, $z0_order, $floor (mag, added in quadrature to each
 -- error), $max_err (mag), $clip.
 WITH
-meas AS (
-    SELECT * FROM unit_measurements($files, $lo, $hi, $max_err)
-),
-frame_models AS MATERIALIZED (
-    SELECT * FROM _frame_models WHERE status = 'ok'
-),
 points AS MATERIALIZED (
-    SELECT
-        m.object_id,
-        -2.5 * log10(m.flux)
-            - z0_horner(
-                f, 2.0 * m.x / (f.naxis1 - 1) - 1.0, 2.0 * m.y / (f.naxis2 - 1) - 1.0, $z0_order
-            )
-            - f.color_coeff * o.bv AS y,
-        1.0 / ((1.0857362047581294 * m.flux_err / m.flux) ** 2 + $floor * $floor) AS w
-    FROM meas AS m
-    JOIN frame_models AS f USING (frame_id)
+    SELECT p.object_id, p.y - p.x * o.bv AS y, p.w
+    FROM unit_points($files, $lo, $hi, $max_err, $floor, $z0_order) AS p
     JOIN read_parquet($objects) AS o USING (object_id)
     WHERE o.bv IS NOT NULL
 ),

@@ -50,14 +50,24 @@ CREATE OR REPLACE TEMP MACRO z0_horner(c, xn, yn, max_order) AS CASE
 -- test frames), so the bit is kept as information but does not disqualify (docs/formats.md §4).
 CREATE OR REPLACE TEMP MACRO good_flags(f) AS (f & 1019) = 0;
 
--- The good measurements of a per-object job's unit (sql/colours.sql, sql/magnitudes.sql): those of
--- objects lo .. hi in the given files, unflagged, with a positive flux and an error of at most
--- max_err mag; x, y as doubles for z0_horner.
-CREATE OR REPLACE TEMP MACRO unit_measurements(files, lo, hi, max_err) AS TABLE
-SELECT object_id, frame_id, x::DOUBLE AS x, y::DOUBLE AS y, flux, flux_err
-FROM read_parquet(files)
-WHERE object_id BETWEEN lo AND hi AND good_flags(flags) AND flux > 0
-  AND 1.0857362047581294 * flux_err / flux <= max_err;
+-- The points of a per-object job's unit (sql/colours.sql, sql/magnitudes.sql): every good
+-- measurement of objects lo .. hi in the given files (unflagged, positive flux, error at most
+-- max_err mag) on a calibrated frame, as y = instrumental - z0, x = the frame's colour
+-- coefficient C and the weight w = 1 / (error^2 + floor_mag^2); max_order as for z0_horner.
+CREATE OR REPLACE TEMP MACRO unit_points(files, lo, hi, max_err, floor_mag, max_order) AS TABLE
+WITH frame_models AS MATERIALIZED (SELECT * FROM _frame_models WHERE status = 'ok')
+SELECT
+    m.object_id,
+    -2.5 * log10(m.flux) - z0_horner(
+        f, 2.0 * m.x::DOUBLE / (f.naxis1 - 1) - 1.0, 2.0 * m.y::DOUBLE / (f.naxis2 - 1) - 1.0,
+        max_order
+    ) AS y,
+    f.color_coeff AS x,
+    1.0 / ((1.0857362047581294 * m.flux_err / m.flux) ** 2 + floor_mag * floor_mag) AS w
+FROM read_parquet(files) AS m
+JOIN frame_models AS f USING (frame_id)
+WHERE m.object_id BETWEEN lo AND hi AND good_flags(m.flags) AND m.flux > 0
+  AND 1.0857362047581294 * m.flux_err / m.flux <= max_err;
 
 -- One row per frame (docs/formats.md §3) with its photometric model once `lcdb calibrate` ran;
 -- `status` is the calibration's verdict where there is one.
