@@ -67,8 +67,8 @@ def test_weighted_line_fit_from_sums_is_exact():
 
 
 def test_colour_units_agree_however_the_partitions_are_grouped(calibrated):
-    """Runs of partitions (serial) and one partition per unit (two processes) give the same fit:
-    every object is fitted once, by the unit owning it, whatever the grouping."""
+    """Runs of partitions (one DuckDB thread) and one partition per unit (two threads) give the
+    same fit: every object is fitted once, by the unit owning it, whatever the grouping."""
     store, _sim = calibrated
     reconstruct_colours(store)
     runs = store.pl("SELECT object_id, v, bv, n_colour FROM objects ORDER BY object_id")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -115,14 +116,19 @@ class ColourJob:
     a few row groups of each neighbour are decoded), runs the weighted sums of sql/colours.sql (or,
     with ``hold_colour``, sql/magnitudes.sql: V with B−V held, for ``lcdb refine``), solves them
     and rewrites its partitions' objects files. Memory is bounded by ``target_rows`` measurements
-    and a partition; the units run in parallel and resume after an interruption.
+    and a partition; a unit's query runs on ``--jobs`` DuckDB threads, and the job resumes after
+    an interruption.
     """
 
     config: ColourConfig
     order: int
     hold_colour: bool = False
     name: str = "colours"
-    target_rows: int = 2_000_000
+    #: Units run one at a time (``in_process``), so they can be large: each costs ~30 ms of query
+    #: binding, and 8 M measurements keep the peak near 0.35 GB at 10^8 (bench/pipeline.py).
+    target_rows: int = 8_000_000
+    #: One query per unit, which DuckDB runs on all the workers' threads (lcdb.runner).
+    in_process: ClassVar[bool] = True
 
     def units(self, store: Store) -> list[tuple[str, dict]]:
         z0_order = store.sql("SELECT max(z0_order) FROM frames").column(0)[0].as_py() or 0
