@@ -28,16 +28,21 @@ kept AS (
     FROM points AS p
     JOIN pass1 AS f USING (object_id)
     WHERE abs(p.y - f.v) * sqrt(p.w) <= $clip * sqrt(f.chi2)
+),
+pass2 AS (
+    SELECT
+        object_id, count(*) AS n, sum(w) AS s, sum(w * y) AS sy, sum(w * y * y) AS syy,
+        stddev_samp(y) AS rms
+    FROM kept
+    GROUP BY object_id
 )
 SELECT
-    k.object_id,
-    count(*) AS n,
-    sum(k.w * k.y) / sum(k.w) AS v,
-    sqrt(1.0 / sum(k.w)) AS v_err_stat,
-    (sum(k.w * k.y * k.y) - pow(sum(k.w * k.y), 2) / sum(k.w)) / greatest(count(*) - 1, 1)
-        AS chi2,
-    stddev_samp(k.y) AS rms,
-    any_value(a.n) - count(*) AS n_clipped
-FROM kept AS k
-JOIN pass1 AS a USING (object_id)
-GROUP BY k.object_id;
+    p.object_id,
+    p.n,
+    p.sy / p.s AS v,
+    sqrt(1.0 / p.s) AS v_err_stat,
+    (p.syy - pow(p.sy, 2) / p.s) / greatest(p.n - 1, 1) AS chi2,
+    p.rms,
+    a.n - p.n AS n_clipped
+FROM pass2 AS p
+JOIN pass1 AS a USING (object_id);
