@@ -59,7 +59,11 @@ class UnitOutput:
 
 
 class Job(Protocol):
-    """A unit-parallel job (picklable: it is sent to the workers)."""
+    """A unit-parallel job (picklable: it is sent to the workers).
+
+    A job whose unit is a single DuckDB query may also set ``in_process = True``: its units then
+    run here, one at a time, each on ``workers`` DuckDB threads (see :func:`_in_process`).
+    """
 
     name: str
 
@@ -277,8 +281,9 @@ def run_job(
             bar.close()
             if own:
                 executor.shutdown(wait=True, cancel_futures=True)
-            if inside:
-                _PINNED.pop(str(store.root)).close()
+            pinned = _PINNED.pop(str(store.root), None) if inside else None
+            if pinned is not None:
+                pinned.close()
     store.refresh()
     return summary
 
