@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from scipy.spatial import cKDTree
 
 from lcdb import healpix, layout, schema
-from lcdb.runner import JobSummary, RunnerOptions, UnitOutput, run_job
+from lcdb.runner import JobSummary, RunnerOptions, UnitOutput, process_pool, run_job
 from lcdb.store import Store
 from lcdb.tableio import read_parquet, write_parquet
 from lcdb.tables import rewrite_files
@@ -110,17 +110,28 @@ def _payloads(store: Store) -> list[tuple[str, dict[str, Any]]]:
 
 def _epochs(frame_files: list[str], frame_id: np.ndarray) -> np.ndarray:
     """Julian year of each detection's frame (mid-exposure)."""
-    ids, years = _frame_years(tuple(frame_files))
+    ids, years, table = _frame_years(tuple(frame_files))
+    if table is not None:
+        return table[frame_id]
     return years[np.searchsorted(ids, frame_id)]
 
 
 @lru_cache(maxsize=2)
-def _frame_years(frame_files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted frame ids and their epochs, read once per process for all its units."""
+def _frame_years(
+    frame_files: tuple[str, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Sorted frame ids, their epochs and, when the ids are dense (the store numbers frames from
+    1), a table indexed by frame id: read once per process for all its units. A lookup by index
+    is ~10x faster than a binary search per detection."""
     t = read_parquet(list(frame_files), columns=["frame_id", "mjd"])
     ids = t.column("frame_id").to_numpy()
     order = np.argsort(ids)
-    return ids[order], matching.mjd_to_year(t.column("mjd").to_numpy()[order])
+    ids, years = ids[order], matching.mjd_to_year(t.column("mjd").to_numpy()[order])
+    table = None
+    if ids.size and ids[0] >= 0 and ids[-1] < 4 * ids.size + 1024:
+        table = np.full(int(ids[-1]) + 1, np.nan)
+        table[ids] = years
+    return ids, years, table
 
 
 def _read_detections(payload: dict, config: ClusterConfig) -> dict[str, np.ndarray]:
@@ -179,11 +190,22 @@ def _read_margin(files: list[str], ring: np.ndarray, m: int) -> list[pa.Table]:
     return out
 
 
+@lru_cache(maxsize=64)
+def _file_columns(path: str, columns: tuple[str, ...]) -> pa.Table:
+    """Some columns of a store file, read once per process: a partition's refcat and objects are
+    read by its own unit and its 8 neighbours' (files are immutable: new data, new names)."""
+    return pq.read_table(path, columns=list(columns), partitioning=None)
+
+
+def _read_cached(files: list[str], columns: tuple[str, ...]) -> pa.Table:
+    return pa.concat_tables([_file_columns(f, columns) for f in files])
+
+
 def _read_refcat(files: list[str]) -> dict[str, np.ndarray]:
-    cols = ["ref_id", "ra", "dec", "pmra", "pmdec", "epoch"]
+    cols = ("ref_id", "ra", "dec", "pmra", "pmdec", "epoch")
     if not files:
         return {c: np.empty(0) for c in cols}
-    t = read_parquet(files, columns=cols)
+    t = _read_cached(files, cols)
     return {
         c: t.column(c)
         .to_numpy(zero_copy_only=False)
@@ -389,7 +411,9 @@ class AssignJob:
             else pc.fill_null(current, -1).to_numpy(zero_copy_only=False).copy()
         )
         objects = (
-            read_parquet(payload["objects"]) if payload["objects"] else schema.empty("objects")
+            _read_cached(payload["objects"], ("object_id", "ra", "dec", "ref_id"))
+            if payload["objects"]
+            else schema.empty("objects")
         )
         todo = np.flatnonzero(obj_id < 0)
         stats = {"assigned": 0.0, "duplicates": 0.0, "unmatched": 0.0}
@@ -495,8 +519,14 @@ def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None =
         raise InputError(f"{store.root}: the store has no measurements to cluster")
     if store.count("refcat") == 0:
         _log.warning("no reference catalogue: objects are clustered from the detections alone")
-    s1: JobSummary = run_job(store, ObjectsJob(config), options)
-    s2: JobSummary = run_job(store, AssignJob(config), options)
+    # one pool for both steps: its workers start (~1 s) and read the epochs once
+    pool = process_pool(options.workers) if options.workers > 1 else None
+    try:
+        s1: JobSummary = run_job(store, ObjectsJob(config), options, executor=pool)
+        s2: JobSummary = run_job(store, AssignJob(config), options, executor=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     n_objects = _summarise_objects(store)
     summary = {
         "objects": n_objects,

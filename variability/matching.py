@@ -20,8 +20,12 @@ MJD_J2000 = 51544.5
 def unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
     """(n, 3) unit vectors of positions in degrees."""
     r, d = np.radians(ra_deg), np.radians(dec_deg)
+    out = np.empty((r.size, 3))  # filled in place: no temporaries stacked and copied
     cd = np.cos(d)
-    return np.column_stack([cd * np.cos(r), cd * np.sin(r), np.sin(d)])
+    np.multiply(cd, np.cos(r), out=out[:, 0])
+    np.multiply(cd, np.sin(r), out=out[:, 1])
+    np.sin(d, out=out[:, 2])
+    return out
 
 
 def chord(radius_deg: float) -> float:
