@@ -80,7 +80,8 @@ def neighbour_pixels(pixel: int, order: int) -> list[int]:
     """The (up to 8) nested pixels at ``order`` adjacent to ``pixel``."""
     from astropy_healpix import neighbours
 
-    nb = neighbours(np.array([pixel]), 2**order, order="nested")[:, 0]
+    with np.errstate(invalid="ignore"):  # -1 where a vertex pixel has 7 neighbours
+        nb = neighbours(np.array([pixel]), 2**order, order="nested")[:, 0]
     return sorted({int(p) for p in nb if p >= 0})
 
 
@@ -94,14 +95,42 @@ def margin_pixels(pixel: int, order: int, margin_deg: float) -> tuple[np.ndarray
     """
     from astropy_healpix import neighbours
 
-    m = int(np.floor(np.log2(58.6 / max(margin_deg, 1e-9))))
-    m = int(np.clip(m, order, order + 8))
+    m = _margin_order(order, margin_deg)
     shift = 2 * (m - order)
     children = np.arange(pixel << shift, (pixel + 1) << shift, dtype=np.int64)
-    nb = neighbours(children, 2**m, order="nested").ravel()
+    with np.errstate(invalid="ignore"):  # -1 where a vertex pixel has 7 neighbours
+        nb = neighbours(children, 2**m, order="nested").ravel()
     nb = np.unique(nb[nb >= 0])
     outside = nb[(nb >> shift) != pixel]
     return outside, m
+
+
+def _margin_order(order: int, margin_deg: float) -> int:
+    m = int(np.floor(np.log2(58.6 / max(margin_deg, 1e-9))))
+    return int(np.clip(m, order, order + 8))
+
+
+def margin_targets(pixel: int, order: int, margin_deg: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """The other side of :func:`margin_pixels`: which cells of ``pixel`` lie in which
+    neighbour's margin.
+
+    Returns ``cells`` (order-``m`` pixels inside ``pixel``, sorted, repeated for a cell in the
+    margins of several neighbours, near a corner), the neighbour ``targets`` they serve, and
+    ``m``. ``cells[targets == q]`` equals the part of ``margin_pixels(q, ...)`` inside ``pixel``:
+    adjacency is symmetric, and a cell is in q's margin when one of its neighbours lies in q.
+    """
+    from astropy_healpix import neighbours
+
+    m = _margin_order(order, margin_deg)
+    shift = 2 * (m - order)
+    children = np.arange(pixel << shift, (pixel + 1) << shift, dtype=np.int64)
+    with np.errstate(invalid="ignore"):  # -1 where a vertex pixel has 7 neighbours
+        nb = neighbours(children, 2**m, order="nested")  # (8, n)
+    owner = np.where(nb >= 0, nb >> shift, pixel)
+    cell = np.broadcast_to(children, nb.shape)
+    out = owner != pixel
+    pairs = np.unique(np.column_stack([cell[out], owner[out]]), axis=0)  # sorted by cell
+    return pairs[:, 0].copy(), pairs[:, 1].copy(), m
 
 
 def near_mask(index29: np.ndarray, ra_deg: np.ndarray, dec_deg: np.ndarray, radius_deg: float):

@@ -19,6 +19,9 @@ TABLES = FLAT + PARTITIONED
 MANIFEST = "_manifest.json"
 LOCK = ".lock"
 TMP_DIR = "_tmp"
+#: A scratch directory of TMP_DIR holding this file survives garbage collection (its job
+#: deletes it when done; margin files of `lcdb cluster`).
+KEEP_MARKER = ".keep"
 JOBS_DIR = "_jobs"
 PARTITION_KEY = "pixel"
 

@@ -225,6 +225,8 @@ def collect_garbage(root: Path, manifest: Manifest) -> int:
     tmp = root / layout.TMP_DIR
     if tmp.is_dir():  # scratch space of jobs: never part of a snapshot
         for child in tmp.iterdir():
+            if child.is_dir() and (child / layout.KEEP_MARKER).exists():
+                continue  # kept across a job's transactions (named after its inputs)
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
             else:

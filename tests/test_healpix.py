@@ -73,3 +73,19 @@ def test_near_mask_keeps_every_true_neighbour(ra0, dec0, radius_arcsec, seed):
         axis=1,
     )
     assert keep[sep <= r].all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 6), st.data(), st.floats(5.0, 600.0))
+def test_margin_targets_mirror_margin_pixels(order, data, margin_arcsec):
+    """What a partition sends to each neighbour's margin is exactly what that neighbour's margin
+    holds inside it (the margin cache of `lcdb cluster` relies on it), corners and the base
+    pixels' 7-neighbour vertices included."""
+    pixel = data.draw(st.integers(0, 12 * 4**order - 1))
+    cells, targets, m = healpix.margin_targets(pixel, order, margin_arcsec / 3600)
+    assert set(targets.tolist()) == set(healpix.neighbour_pixels(pixel, order))
+    shift = 2 * (m - order)
+    for q in healpix.neighbour_pixels(pixel, order):
+        ring, m_q = healpix.margin_pixels(q, order, margin_arcsec / 3600)
+        assert m_q == m
+        np.testing.assert_array_equal(np.sort(cells[targets == q]), ring[(ring >> shift) == pixel])

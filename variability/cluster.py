@@ -42,7 +42,7 @@ from lcdb.runner import JobSummary, RunnerOptions, UnitOutput, process_pool, run
 from lcdb.store import Store
 from lcdb.tableio import read_parquet, write_parquet
 from lcdb.tables import rewrite_files
-from variability import matching
+from variability import margins, matching
 
 _log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _payloads(store: Store) -> list[tuple[str, dict[str, Any]]]:
                 {
                     "pixel": pixel,
                     "own": store.files("measurements", {pixel}),
-                    "neighbours": store.files("measurements", near),
+                    "neighbours": {q: store.files("measurements", {q}) for q in sorted(near)},
                     "refcat": store.files("refcat", near | {pixel}),
                     "objects": store.files("objects", near | {pixel}),
                     "own_objects": [
@@ -134,15 +134,18 @@ def _frame_years(
     return ids, years, table
 
 
-def _read_detections(payload: dict, config: ClusterConfig) -> dict[str, np.ndarray]:
+def _read_detections(root: str, payload: dict, config: ClusterConfig) -> dict[str, np.ndarray]:
     """The partition's own detections and the margin rows of its neighbours (``own`` flag)."""
     own = read_parquet(payload["own"], columns=_DET_COLUMNS)
     parts = [own]
-    if payload["neighbours"]:
+    neighbours = {q: f for q, f in payload["neighbours"].items() if f}
+    cached, missing = margins.read_margin(root, neighbours, payload["pixel"])
+    parts.extend(cached)
+    if missing:  # no margin file cut from these neighbours' current files
         ring, m = healpix.margin_pixels(
             payload["pixel"], config.order, config.margin_radii * config.radius_deg
         )
-        parts.extend(_read_margin(payload["neighbours"], ring, m))
+        parts.extend(_read_margin([f for files in missing.values() for f in files], ring, m))
     det = {
         c: np.concatenate([p.column(c).to_numpy(zero_copy_only=False) for p in parts])
         for c in ("frame_id", "healpix_29", "ra", "dec")
@@ -313,7 +316,7 @@ class ObjectsJob:
 
     def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
         cfg = self.config
-        det = _read_detections(payload, cfg)
+        det = _read_detections(root, payload, cfg)
         existing = _read_objects(payload["objects"], cfg.rebuild)
         refcat = _read_refcat(payload["refcat"])
         free = det["object_id"] < 0
@@ -522,11 +525,15 @@ def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None =
     # one pool for both steps: its workers start (~1 s) and read the epochs once
     pool = process_pool(options.workers) if options.workers > 1 else None
     try:
+        margins.prepare(store.root)
+        margin_job = margins.MarginJob(config.order, config.margin_radii * config.radius_deg)
+        run_job(store, margin_job, options, executor=pool)
         s1: JobSummary = run_job(store, ObjectsJob(config), options, executor=pool)
         s2: JobSummary = run_job(store, AssignJob(config), options, executor=pool)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    margins.drop(store.root)
     n_objects = _summarise_objects(store)
     summary = {
         "objects": n_objects,
