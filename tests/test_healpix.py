@@ -89,3 +89,34 @@ def test_margin_targets_mirror_margin_pixels(order, data, margin_arcsec):
         ring, m_q = healpix.margin_pixels(q, order, margin_arcsec / 3600)
         assert m_q == m
         np.testing.assert_array_equal(np.sort(cells[targets == q]), ring[(ring >> shift) == pixel])
+
+
+def test_margin_cache_survives_transactions_and_ignores_stale_files(tmp_path):
+    """A margin file is read only for the exact files it was cut from (a partition rewritten since
+    is cut again from its files), and the store's garbage collection keeps the scratch directory
+    between the jobs of one clustering run."""
+    import pyarrow as pa
+
+    import lcdb
+    from lcdb import manifest
+    from variability import margins
+
+    lcdb.init_store(tmp_path / "s", lcdb.StoreConfig(order=2))
+    root = tmp_path / "s"
+    margins.prepare(root)
+    files = [str(root / "measurements" / "pixel=5" / "a.parquet")]
+    path = margins.margin_path(root, 5, files)
+    t = pa.table({c: pa.array([1, 2], pa.int64()) for c in margins.DET_COLUMNS})
+    t = t.append_column("target", pa.array([4, 6], pa.int64()))
+    with pa.ipc.new_file(path, t.schema) as w:
+        w.write_table(t)
+    with manifest.transaction(root):  # a commit of another job collects garbage
+        pass
+    assert path.exists()
+    got, missing = margins.read_margin(str(root), {5: files}, 4)
+    assert missing == {} and sum(x.num_rows for x in got) == 1
+    newer = [str(root / "measurements" / "pixel=5" / "b.parquet")]
+    got, missing = margins.read_margin(str(root), {5: newer}, 4)
+    assert got == [] and missing == {5: newer}
+    margins.drop(root)
+    assert not margins.scratch_dir(root).exists()
