@@ -235,3 +235,39 @@ def test_cli_cluster_calibrate_and_empty_store(tmp_path, survey, capsys):
     assert main(["cluster", "--store", store, "--no-progress", "--jobs", "2"]) == 0
     assert main(["calibrate", "--store", store, "--no-progress"]) == 0
     assert main(["calibrate", "--store", store, "--order", "9"]) == 2
+
+
+def test_margin_files_hold_the_rows_of_the_neighbours_margins(tmp_path, survey):
+    """The margin job's files give each partition exactly the neighbour rows that reading the
+    neighbours' files by margin pixels gives (corners, where one row serves several neighbours,
+    included): the objects step sees the same detections either way."""
+    from lcdb import healpix
+    from variability import cluster as cl
+    from variability import margins
+
+    store = _store(tmp_path, survey, survey / "refcat.parquet")
+    cfg = _config(store)
+    width = cfg.margin_radii * cfg.radius_deg
+    margins.prepare(store.root)
+    run_job(store, margins.MarginJob(cfg.order, width), QUIET)
+    payloads = dict(cl._payloads(store))
+    assert len(payloads) > 20  # enough partitions for borders and corners
+    n_rows = 0
+    for payload in payloads.values():
+        neighbours = {q: f for q, f in payload["neighbours"].items() if f}
+        got, missing = margins.read_margin(str(store.root), neighbours, payload["pixel"], width)
+        assert missing == {}
+        ring, m = healpix.margin_pixels(payload["pixel"], cfg.order, width)
+        files = [f for fs in neighbours.values() for f in fs]
+        want = cl._read_margin(files, ring, m)
+
+        def rows(tables):
+            return sorted(
+                (f, h)
+                for t in tables
+                for f, h in zip(t["frame_id"].to_pylist(), t["healpix_29"].to_pylist(), strict=True)
+            )
+
+        assert rows(got) == rows(want)
+        n_rows += len(rows(want))
+    assert n_rows > 0

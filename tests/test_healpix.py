@@ -92,9 +92,9 @@ def test_margin_targets_mirror_margin_pixels(order, data, margin_arcsec):
 
 
 def test_margin_cache_survives_transactions_and_ignores_stale_files(tmp_path):
-    """A margin file is read only for the exact files it was cut from (a partition rewritten since
-    is cut again from its files), and the store's garbage collection keeps the scratch directory
-    between the jobs of one clustering run."""
+    """A margin file is read only for the exact files and width it was cut for (a partition
+    rewritten since, or a run with another match radius, cuts it again from the files), and the
+    store's garbage collection keeps the scratch directory between the jobs of one run."""
     import pyarrow as pa
 
     import lcdb
@@ -105,7 +105,8 @@ def test_margin_cache_survives_transactions_and_ignores_stale_files(tmp_path):
     root = tmp_path / "s"
     margins.prepare(root)
     files = [str(root / "measurements" / "pixel=5" / "a.parquet")]
-    path = margins.margin_path(root, 5, files)
+    width = 30 / 3600
+    path = margins.margin_path(root, 5, files, width)
     t = pa.table({c: pa.array([1, 2], pa.int64()) for c in margins.DET_COLUMNS})
     t = t.append_column("target", pa.array([4, 6], pa.int64()))
     with pa.ipc.new_file(path, t.schema) as w:
@@ -113,10 +114,12 @@ def test_margin_cache_survives_transactions_and_ignores_stale_files(tmp_path):
     with manifest.transaction(root):  # a commit of another job collects garbage
         pass
     assert path.exists()
-    got, missing = margins.read_margin(str(root), {5: files}, 4)
+    got, missing = margins.read_margin(str(root), {5: files}, 4, width)
     assert missing == {} and sum(x.num_rows for x in got) == 1
     newer = [str(root / "measurements" / "pixel=5" / "b.parquet")]
-    got, missing = margins.read_margin(str(root), {5: newer}, 4)
+    got, missing = margins.read_margin(str(root), {5: newer}, 4, width)
     assert got == [] and missing == {5: newer}
+    got, missing = margins.read_margin(str(root), {5: files}, 4, 2 * width)  # another radius
+    assert got == [] and missing == {5: files}
     margins.drop(root)
     assert not margins.scratch_dir(root).exists()

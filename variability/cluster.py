@@ -1,6 +1,7 @@
 """``lcdb cluster``: group measurements into objects, partition by partition.
 
-Three steps, each consistent across partition borders by construction:
+Three steps, each consistent across partition borders by construction (before them, each
+partition writes once the rows that lie in its neighbours' margins: variability/margins.py):
 
 1. **Objects** (a runner job, one unit per partition). The unit reads its partition's detections
    plus a margin of its neighbours' (3 match radii wide), then
@@ -46,7 +47,7 @@ from variability import margins, matching
 
 _log = logging.getLogger(__name__)
 
-_DET_COLUMNS = ["frame_id", "healpix_29", "ra", "dec", "object_id"]
+_DET_COLUMNS = margins.DET_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,11 @@ def _read_detections(root: str, payload: dict, config: ClusterConfig) -> dict[st
     own = read_parquet(payload["own"], columns=_DET_COLUMNS)
     parts = [own]
     neighbours = {q: f for q, f in payload["neighbours"].items() if f}
-    cached, missing = margins.read_margin(root, neighbours, payload["pixel"])
+    width = config.margin_radii * config.radius_deg
+    cached, missing = margins.read_margin(root, neighbours, payload["pixel"], width)
     parts.extend(cached)
     if missing:  # no margin file cut from these neighbours' current files
-        ring, m = healpix.margin_pixels(
-            payload["pixel"], config.order, config.margin_radii * config.radius_deg
-        )
+        ring, m = healpix.margin_pixels(payload["pixel"], config.order, width)
         parts.extend(_read_margin([f for files in missing.values() for f in files], ring, m))
     det = {
         c: np.concatenate([p.column(c).to_numpy(zero_copy_only=False) for p in parts])

@@ -9,8 +9,9 @@ rows that fall in each neighbour's margin (:func:`lcdb.healpix.margin_targets`, 
 ``margin_pixels``, property-tested) to one scratch file; the objects step then reads the eight
 small files that name it. The rows are the same, so the objects are too.
 
-A margin file is named after the exact files it was cut from (a fingerprint of their names:
-store files are immutable, new data get new names), so a stale one is never read: a reader that
+A margin file is named after the exact files it was cut from and the margin's width (a
+fingerprint of both: store files are immutable, new data get new names), so a stale one, or one
+cut for another match radius by an interrupted run, is never read: a reader that
 finds no file for a neighbour's current files cuts the margin from them itself. The scratch
 directory carries a ``.keep`` marker that the store's garbage collection honours, so the files
 survive between the runner's jobs and a resumed run; ``lcdb cluster`` drops it when it completes.
@@ -43,15 +44,16 @@ def scratch_dir(root: Path | str) -> Path:
     return Path(root) / layout.TMP_DIR / _NAME
 
 
-def fingerprint(files: list[str]) -> str:
-    """A short digest of a partition's file names (what a margin file was cut from)."""
-    names = "\n".join(sorted(os.path.basename(f) for f in files))
+def fingerprint(files: list[str], margin_deg: float) -> str:
+    """A short digest of a partition's file names and the margin width (what a margin file was
+    cut from)."""
+    names = "\n".join([repr(float(margin_deg)), *sorted(os.path.basename(f) for f in files)])
     return hashlib.sha1(names.encode()).hexdigest()[:16]
 
 
-def margin_path(root: Path | str, pixel: int, files: list[str]) -> Path:
+def margin_path(root: Path | str, pixel: int, files: list[str], margin_deg: float) -> Path:
     """The margin file partition ``pixel`` writes for its neighbours, from its ``files``."""
-    return scratch_dir(root) / f"pixel={pixel}-{fingerprint(files)}.arrow"
+    return scratch_dir(root) / f"pixel={pixel}-{fingerprint(files, margin_deg)}.arrow"
 
 
 def prepare(root: Path | str) -> None:
@@ -96,7 +98,7 @@ class MarginJob:
         offset = np.arange(src.size) - np.repeat(np.cumsum(reps) - reps, reps)
         target = targets[np.repeat(first[rows], reps) + offset]
         table = _take_rows(payload["files"], src).append_column("target", pa.array(target))
-        path = margin_path(root, pixel, payload["files"])
+        path = margin_path(root, pixel, payload["files"], self.margin_deg)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with pa.ipc.new_file(tmp, table.schema) as writer:
@@ -113,16 +115,17 @@ def _take_rows(files: list[str], rows: np.ndarray) -> pa.Table:
 
 
 def read_margin(
-    root: str, neighbours: dict[int, list[str]], pixel: int
+    root: str, neighbours: dict[int, list[str]], pixel: int, margin_deg: float
 ) -> tuple[list[pa.Table], dict[int, list[str]]]:
-    """The margin rows of ``pixel`` that its ``neighbours`` (pixel -> current files) wrote.
+    """The margin rows of ``pixel``, ``margin_deg`` wide, that its ``neighbours`` (pixel ->
+    current files) wrote.
 
     Returns the tables read and the neighbours without a current margin file, whose margin the
     caller cuts from their files.
     """
     out, missing = [], {}
     for q, files in neighbours.items():
-        path = margin_path(root, q, files)
+        path = margin_path(root, q, files, margin_deg)
         if not path.exists():
             missing[q] = files
             continue
