@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.spatial import cKDTree
 
 from lcdb import healpix
 from lcdb.healpix import angular_separation_deg
@@ -68,11 +69,57 @@ def test_nearest_moving_equals_brute_force():
     got, _ = matching.nearest_moving(ra, dec, year, cat, r)
     want = _nearest_slow(ra, dec, year, cat, r)
     np.testing.assert_array_equal(got, want)
-    # The HEALPix-cell prefilter (fast movers are looked for as far as they travel) and its
-    # dense-catalogue variant change nothing.
-    idx29 = healpix.healpix29(ra, dec)
-    for sparse in (True, False):
-        pre, _ = matching.nearest_moving(ra, dec, year, cat, r, index29=idx29, sparse=sparse)
-        np.testing.assert_array_equal(pre, want)
+    # Matching by HEALPix cell (fast movers are looked for as far as they travel) changes nothing.
+    pre, _ = matching.nearest_moving(ra, dec, year, cat, r, index29=healpix.healpix29(ra, dec))
+    np.testing.assert_array_equal(pre, want)
     # Fast movers (up to ~10"/yr here) are found at their epoch, not at their catalogue place.
     assert (got == pick).mean() > 0.99
+
+
+def _nearest_tree(ra, dec, cat_ra, cat_dec, radius_deg):
+    tree = cKDTree(matching.unit_vectors(cat_ra, cat_dec))
+    return matching.nearest_within(tree, matching.unit_vectors(ra, dec), radius_deg)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ra0=st.floats(0, 360),
+    dec0=st.one_of(st.floats(-90, 90), st.sampled_from([-90.0, 90.0, 41.8103, 0.0])),
+    radius_arcsec=st.sampled_from([1.0, 10.0, 30.0, 120.0]),
+    n_cat=st.integers(1, 400),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_nearest_in_cells_equals_the_tree(ra0, dec0, radius_arcsec, n_cat, seed):
+    """The cell kernel finds the same nearest star as the k-d tree, anywhere on the sphere (the
+    poles, ra = 0/360 and dec = 41.81, where HEALPix pixels have 7 neighbours, among others),
+    for catalogues from sparse to crowded (400 stars in a few radii: several per cell)."""
+    rng = np.random.default_rng(seed)
+    r = radius_arcsec / 3600
+    span = rng.choice([3.0, 30.0]) * r
+    cat_dec = np.clip(dec0 + rng.uniform(-span, span, n_cat), -90, 90)
+    cos = np.maximum(np.cos(np.radians(cat_dec)), 1e-3)
+    cat_ra = (ra0 + rng.uniform(-span, span, n_cat) / cos) % 360
+    # points out to 1.5 radii of the stars, and anywhere in the patch
+    pick = rng.integers(0, n_cat, 2000)
+    ang = rng.uniform(0, 2 * np.pi, pick.size)
+    rad = r * np.sqrt(rng.uniform(0, 2.25, pick.size))
+    lon, lat = matching.propagate(
+        cat_ra[pick], cat_dec[pick], rad * np.cos(ang) * 3.6e6, rad * np.sin(ang) * 3.6e6, 1.0
+    )
+    ok = np.abs(lat) < 90
+    ra, dec = lon[ok], lat[ok]
+    want_i, want_s = _nearest_tree(ra, dec, cat_ra, cat_dec, r)
+    idx29 = healpix.healpix29(ra, dec)
+    got_i, got_s = matching.nearest_in_cells(idx29, ra, dec, cat_ra, cat_dec, r)
+    # Separations agree to 1e-6 of the radius (the tangent-plane expansion is good to < 1e-7);
+    # the chosen star may differ only where two stars are equally near, or a star sits on the
+    # radius, to that precision.
+    tol = 1e-6 * radius_arcsec
+    same = got_i == want_i
+    both = (got_i >= 0) & (want_i >= 0)
+    np.testing.assert_allclose(got_s[same & both], want_s[same & both], rtol=0, atol=tol)
+    for k in np.flatnonzero(~same):
+        if got_i[k] >= 0 and want_i[k] >= 0:
+            assert abs(got_s[k] - want_s[k]) < tol
+        else:
+            assert abs(min(got_s[k], want_s[k]) - radius_arcsec) < tol
