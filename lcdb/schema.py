@@ -213,6 +213,8 @@ SCHEMAS: dict[str, pa.Schema] = {
 #: and byte-stream-split lets zstd find the shared high bytes of neighbouring floats.
 PARQUET_ENCODINGS = {
     "healpix_29": "DELTA_BINARY_PACKED",
+    # frame ids rise along a light curve (files sorted by object): 5x smaller than a dictionary
+    "frame_id": "DELTA_BINARY_PACKED",
     "ra": "BYTE_STREAM_SPLIT",
     "dec": "BYTE_STREAM_SPLIT",
     "x": "BYTE_STREAM_SPLIT",

@@ -111,28 +111,44 @@ def _payloads(store: Store) -> list[tuple[str, dict[str, Any]]]:
 
 def _epochs(frame_files: list[str], frame_id: np.ndarray) -> np.ndarray:
     """Julian year of each detection's frame (mid-exposure)."""
-    ids, years, table = _frame_years(tuple(frame_files))
-    if table is not None:
-        return table[frame_id]
-    return years[np.searchsorted(ids, frame_id)]
+    return _frame_index(tuple(frame_files)).lookup(frame_id, "years")
+
+
+@dataclass(frozen=True)
+class _FrameIndex:
+    """Epoch (Julian year) and time rank (by mid-exposure, then id: one rank per frame) of every
+    frame, by frame id: through tables indexed by id when the ids are dense (the store numbers
+    frames from 1; ~10x faster than a binary search per detection), else by binary search."""
+
+    ids: np.ndarray
+    years: np.ndarray
+    ranks: np.ndarray
+    dense: bool
+
+    def lookup(self, frame_id: np.ndarray, what: str) -> np.ndarray:
+        values = getattr(self, what)
+        if self.dense:
+            return values[frame_id]
+        return values[np.searchsorted(self.ids, frame_id)]
 
 
 @lru_cache(maxsize=2)
-def _frame_years(
-    frame_files: tuple[str, ...],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Sorted frame ids, their epochs and, when the ids are dense (the store numbers frames from
-    1), a table indexed by frame id: read once per process for all its units. A lookup by index
-    is ~10x faster than a binary search per detection."""
+def _frame_index(frame_files: tuple[str, ...]) -> _FrameIndex:
+    """The frames' :class:`_FrameIndex`, read once per process for all its units."""
     t = read_parquet(list(frame_files), columns=["frame_id", "mjd"])
     ids = t.column("frame_id").to_numpy()
+    mjd = t.column("mjd").to_numpy()
     order = np.argsort(ids)
-    ids, years = ids[order], matching.mjd_to_year(t.column("mjd").to_numpy()[order])
-    table = None
+    ids, mjd = ids[order], mjd[order]
+    years = matching.mjd_to_year(mjd)
+    ranks = np.empty(ids.size, np.int64)
+    ranks[np.lexsort((ids, mjd))] = np.arange(ids.size)
     if ids.size and ids[0] >= 0 and ids[-1] < 4 * ids.size + 1024:
-        table = np.full(int(ids[-1]) + 1, np.nan)
-        table[ids] = years
-    return ids, years, table
+        table_y = np.full(int(ids[-1]) + 1, np.nan)
+        table_r = np.full(int(ids[-1]) + 1, -1, np.int64)
+        table_y[ids], table_r[ids] = years, ranks
+        return _FrameIndex(ids, table_y, table_r, True)
+    return _FrameIndex(ids, years, ranks, False)
 
 
 def _read_detections(root: str, payload: dict, config: ClusterConfig) -> dict[str, np.ndarray]:
@@ -241,7 +257,7 @@ def _free_clusters(
     if n == 0:
         return np.empty(0), np.empty(0)
     r_chord = matching.chord(radius_deg)
-    frames, inv, counts = np.unique(frame, return_inverse=True, return_counts=True)
+    frames, inv, counts = _frame_groups(frame)
     by_rank = np.lexsort((frames, -counts))
     rank = np.empty(frames.size, np.int64)
     rank[by_rank] = np.arange(frames.size)
@@ -279,6 +295,21 @@ def _free_clusters(
             pending = pending[member[pending] < 0]
         first, per_round = last, 2 * per_round
     return _centroids(ra, dec, member, np.concatenate(seeds))
+
+
+def _frame_groups(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(frame, return_inverse=True, return_counts=True)``, by counting when the ids
+    are dense (a sort of every detection cost 20% of the clustering step)."""
+    f0 = int(frame.min())
+    span = int(frame.max()) - f0 + 1
+    if span > 4 * frame.size + 1024:
+        return np.unique(frame, return_inverse=True, return_counts=True)
+    shifted = frame - f0
+    counts = np.bincount(shifted, minlength=span)
+    present = np.flatnonzero(counts)
+    slot = np.full(span, -1, np.int64)
+    slot[present] = np.arange(present.size)
+    return present + f0, slot[shifted], counts[present]
 
 
 def _centroids(
@@ -436,7 +467,8 @@ class AssignJob:
         cfg = self.config
         data = read_parquet(payload["own"])
         frame = data.column("frame_id").to_numpy()
-        year = _epochs(payload["frames"], frame)
+        frames = _frame_index(tuple(payload["frames"]))
+        year = frames.lookup(frame, "years")
         current = data.column("object_id").combine_chunks()
         obj_id = (
             np.full(data.num_rows, -1, np.int64)
@@ -448,34 +480,39 @@ class AssignJob:
             if payload["objects"]
             else schema.empty("objects")
         )
-        todo = np.flatnonzero(obj_id < 0)
-        stats = {"assigned": 0.0, "duplicates": 0.0, "unmatched": 0.0}
-        if todo.size and objects.num_rows:
-            refcat = _read_refcat(payload["refcat"])
-            cat = _object_motion(objects, refcat)
-            ra, dec = data.column("ra").to_numpy()[todo], data.column("dec").to_numpy()[todo]
-            idx29 = data.column("healpix_29").to_numpy()[todo]
-            idx, sep = matching.nearest_moving(
-                ra, dec, year[todo], cat, cfg.radius_deg, index29=idx29
+        cat = _object_motion(objects.sort_by("object_id"), _read_refcat(payload["refcat"]))
+        # Objects are ranked by id: ``rank`` orders the rewritten partition. Detections assigned
+        # by an earlier run keep their object (it may lie beyond the neighbours: ranked too).
+        claimed = obj_id >= 0
+        space = np.union1d(cat["object_id"], obj_id[claimed]) if claimed.any() else cat["object_id"]
+        rank = np.full(data.num_rows, space.size, np.int64)
+        rank[claimed] = np.searchsorted(space, obj_id[claimed])
+        sep = np.where(claimed, -1.0, np.inf)  # earlier assignments win within their frame
+        todo = np.flatnonzero(~claimed)
+        stats = {"assigned": 0.0, "duplicates": 0.0, "unmatched": float(todo.size)}
+        if todo.size and cat["object_id"].size:
+            idx, sep[todo] = matching.nearest_moving(
+                data.column("ra").to_numpy()[todo],
+                data.column("dec").to_numpy()[todo],
+                year[todo],
+                cat,
+                cfg.radius_deg,
+                index29=data.column("healpix_29").to_numpy()[todo],
             )
-            ids = np.where(idx >= 0, cat["object_id"][np.maximum(idx, 0)], -1)
-            # Already-assigned detections of the same frame and object win (incremental runs).
-            claimed = obj_id >= 0
-            group = np.concatenate([obj_id[claimed], ids])
-            frames_all = np.concatenate([frame[claimed], frame[todo]])
-            seps = np.concatenate([np.full(int(claimed.sum()), -1.0), sep])
-            keep = matching.one_per_group(group, frames_all, seps)[int(claimed.sum()) :]
-            stats["unmatched"] = float((ids < 0).sum())
-            stats["duplicates"] = float(((ids >= 0) & ~keep).sum())
-            ids = np.where(keep, ids, -1)
-            stats["assigned"] = float((ids >= 0).sum())
-            obj_id[todo] = ids
-        else:
-            stats["unmatched"] = float(todo.size)
-        mjd_order = np.lexsort((year, np.where(obj_id < 0, np.iinfo(np.int64).max, obj_id)))
+            found = idx >= 0
+            rank[todo[found]] = np.searchsorted(space, cat["object_id"][idx[found]])
+            stats["unmatched"] = float((~found).sum())
+        order, keep = matching.order_by_object(
+            rank, frames.lookup(frame, "ranks"), sep, space.size, frames.ids.size
+        )
+        if todo.size:
+            stats["assigned"] = float(keep[todo].sum())
+            stats["duplicates"] = float(todo.size - stats["unmatched"] - stats["assigned"])
+        if space.size:
+            obj_id = np.where(keep, space[np.minimum(rank, space.size - 1)], -1)
         col = pa.array(obj_id, pa.int64(), mask=obj_id < 0)
         data = data.set_column(data.schema.get_field_index("object_id"), "object_id", col)
-        data = data.take(pa.array(mjd_order))
+        data = data.take(pa.array(order))
         out = UnitOutput(key=key, stats=stats)
         root_path = layout_root(root)
         for path in payload["own"]:
