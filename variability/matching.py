@@ -148,7 +148,16 @@ def nearest_in_cells(
     return idx, sep
 
 
-@numba.njit(cache=True, nogil=True)
+_I8, _F8 = numba.int64[:], numba.float64[:]
+
+
+@numba.njit(
+    numba.void(
+        _I8, numba.int64, _F8, _F8, _I8, _I8, _I8, _I8, _F8, _F8, _F8, _F8, numba.float64, _I8, _F8
+    ),
+    cache=True,
+    nogil=True,
+)
 def _cells_kernel(
     q29, shift, ra, dec, ucell, start, count, stars, c_ra, c_dec, cc, cs, r, idx, sep
 ):  # fmt: skip
@@ -358,7 +367,7 @@ def order_by_object_slow(
     return np.lexsort((frame_rank, np.where(keep, obj_rank, n_obj))), keep
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(numba.void(_I8, numba.int64, _I8, _I8), cache=True, nogil=True)
 def _counting_sort(keys, n_keys, rows, out):
     """Stable counting sort of ``rows`` by ``keys[rows]`` (keys in [0, n_keys)) into ``out``."""
     start = np.zeros(n_keys + 1, np.int64)
@@ -371,7 +380,11 @@ def _counting_sort(keys, n_keys, rows, out):
         start[keys[r]] += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(
+    numba.void(_I8, _I8, _F8, numba.int64, numba.int64, numba.boolean[:], _I8, _I8),
+    cache=True,
+    nogil=True,
+)
 def _order_kernel(obj, frame, sep, n_obj, n_frames, keep, perm, by_frame):
     n = obj.size
     # 1. rows by frame (time), then stably by object: sorted by (object, time)
