@@ -55,7 +55,13 @@ CREATE OR REPLACE TEMP MACRO good_flags(f) AS (f & 1019) = 0;
 -- max_err mag) on a calibrated frame, as y = instrumental - z0, x = the frame's colour
 -- coefficient C and the weight w = 1 / (error^2 + floor_mag^2); max_order as for z0_horner.
 CREATE OR REPLACE TEMP MACRO unit_points(files, lo, hi, max_err, floor_mag, max_order) AS TABLE
-WITH frame_models AS MATERIALIZED (SELECT * FROM _frame_models WHERE status = 'ok')
+WITH frame_models AS MATERIALIZED (SELECT * FROM _frame_models WHERE status = 'ok'),
+m AS (
+    -- the magnitude error once, in double precision (fluxes are float32), squared without pow()
+    SELECT object_id, frame_id, x, y, flux, 1.0857362047581294 * flux_err::DOUBLE / flux AS e
+    FROM read_parquet(files)
+    WHERE object_id BETWEEN lo AND hi AND good_flags(flags) AND flux > 0
+)
 SELECT
     m.object_id,
     -2.5 * log10(m.flux) - z0_horner(
@@ -63,11 +69,10 @@ SELECT
         max_order
     ) AS y,
     f.color_coeff AS x,
-    1.0 / ((1.0857362047581294 * m.flux_err / m.flux) ** 2 + floor_mag * floor_mag) AS w
-FROM read_parquet(files) AS m
+    1.0 / (m.e * m.e + floor_mag * floor_mag) AS w
+FROM m
 JOIN frame_models AS f USING (frame_id)
-WHERE m.object_id BETWEEN lo AND hi AND good_flags(m.flags) AND m.flux > 0
-  AND 1.0857362047581294 * m.flux_err / m.flux <= max_err;
+WHERE m.e <= max_err;
 
 -- One row per frame (docs/formats.md §3) with its photometric model once `lcdb calibrate` ran;
 -- `status` is the calibration's verdict where there is one.

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.spatial import cKDTree
 
-from lcdb import healpix, layout, schema
+from lcdb import healpix, layout, schema, sqlfiles
 from lcdb.runner import JobSummary, RunnerOptions, UnitOutput, process_pool, run_job
 from lcdb.store import Store
 from lcdb.tableio import read_parquet, write_parquet
@@ -556,12 +556,13 @@ def _object_motion(objects: pa.Table, refcat: dict[str, np.ndarray]) -> dict[str
 
 
 def _summarise_objects(store: Store) -> int:
-    """Step 3: n_obs and mean positions from the assigned measurements; drop empty objects."""
-    stats = store.sql(
-        "SELECT object_id, count(*)::INTEGER AS n, avg(ra) AS ra_mean, avg(dec) AS dec_mean "
-        "FROM measurements WHERE object_id IS NOT NULL GROUP BY object_id"
-    )
+    """Step 3: n_obs and mean positions from the assigned measurements; drop empty objects.
+
+    Mean positions are wrap-aware (sql/object_positions.sql, :func:`_mean_positions`).
+    """
+    stats = store.sql(sqlfiles.load("object_positions"))
     counts = {k: i for i, k in enumerate(stats["object_id"].to_pylist())}
+    mean_ra, mean_dec = _mean_positions(stats)
 
     def update(objs: pa.Table) -> pa.Table:
         rows = np.array([counts.get(k, -1) for k in objs["object_id"].to_pylist()], np.int64)
@@ -569,8 +570,8 @@ def _summarise_objects(store: Store) -> int:
         objs = objs.filter(pa.array(keep))
         rows = rows[keep]
         free = pc.is_null(objs["ref_id"]).to_numpy(zero_copy_only=False)
-        ra = np.where(free, stats["ra_mean"].to_numpy()[rows], objs["ra"].to_numpy())
-        dec = np.where(free, stats["dec_mean"].to_numpy()[rows], objs["dec"].to_numpy())
+        ra = np.where(free, mean_ra[rows], objs["ra"].to_numpy())
+        dec = np.where(free, mean_dec[rows], objs["dec"].to_numpy())
         n_obs = pa.array(stats["n"].to_numpy()[rows], pa.int32())
         for name, col in (("n_obs", n_obs), ("ra", pa.array(ra)), ("dec", pa.array(dec))):
             objs = objs.set_column(objs.schema.get_field_index(name), name, col)
@@ -578,6 +579,22 @@ def _summarise_objects(store: Store) -> int:
 
     rewrite_files(store, "objects", update)
     return store.count("objects")
+
+
+def _mean_positions(stats: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ra, dec per row of sql/object_positions.sql: the plain means, the mean of ra shifted
+    to -180..180 for objects spanning over 180 deg of ra (straddling 0/360), the direction of
+    the summed unit vectors within 10 deg of a pole."""
+    col = {c: pc.fill_null(stats[c], np.nan).to_numpy() for c in ("ra_mean", "dec_mean", "ra_span")}
+    ra, dec = col["ra_mean"].copy(), col["dec_mean"].copy()
+    wrapped = col["ra_span"] > 180
+    ra[wrapped] = pc.fill_null(stats["ra_w"], np.nan).to_numpy()[wrapped] % 360.0
+    u = [pc.fill_null(stats[c], np.nan).to_numpy() for c in ("ux", "uy", "uz")]
+    polar = np.isfinite(u[0]) & (np.abs(dec) > 80)
+    norm = np.sqrt(u[0][polar] ** 2 + u[1][polar] ** 2 + u[2][polar] ** 2)
+    ra[polar] = np.degrees(np.arctan2(u[1][polar], u[0][polar])) % 360.0
+    dec[polar] = np.degrees(np.arcsin(np.clip(u[2][polar] / norm, -1, 1)))
+    return ra, dec
 
 
 def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None = None) -> dict:
