@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -139,19 +140,21 @@ _PRELOAD = [
 ]
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers do not inherit this process's DuckDB state.
+def process_pool(workers: int) -> Executor:
+    """A process pool whose workers do not inherit this process's DuckDB state, and whose caller
+    runs the first units itself while the workers start.
 
     Forking a process that has run DuckDB queries (its threads, its allocator) crashed workers that
     open a connection of their own (tests/test_colours_refine.py); the workers are therefore forked
     from a clean server process ("forkserver", which preloads the store's modules once), or
-    spawned where that start method is missing.
+    spawned where that start method is missing. That server takes ~3 s to start here (imports),
+    as long as a whole job on 10^7 measurements: :class:`_WarmingPool` does not wait for it.
     """
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if "forkserver" in methods:
         ctx.set_forkserver_preload(_PRELOAD)
-    return ProcessPoolExecutor(workers, mp_context=ctx)
+    return _WarmingPool(ProcessPoolExecutor(workers, mp_context=ctx), workers)
 
 
 class _SerialExecutor(Executor):
@@ -164,6 +167,41 @@ class _SerialExecutor(Executor):
         except BaseException as exc:  # handed to the caller through the future
             fut.set_exception(exc)
         return fut
+
+
+class _WarmingPool(Executor):
+    """A process pool that runs submitted calls in the caller's thread until its workers are up.
+
+    A background thread starts the workers (a no-op task each: starting a worker blocks until the
+    fork server has imported its modules); until all have answered, :meth:`submit` runs the call
+    at once, like :class:`_SerialExecutor`, then it hands calls to the pool. Units are pure
+    functions of their payload, so where one runs does not matter.
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor, workers: int) -> None:
+        self._pool = pool
+        self._ready = threading.Event()
+        self._inline = _SerialExecutor()
+        self._thread = threading.Thread(target=self._start, args=(workers,), daemon=True)
+        self._thread.start()
+
+    def _start(self, workers: int) -> None:
+        try:
+            wait([self._pool.submit(os.getpid) for _ in range(workers)])
+        except RuntimeError:  # shut down before its workers were up
+            pass
+        finally:
+            self._ready.set()
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        if self._ready.is_set():
+            return self._pool.submit(fn, *args, **kwargs)
+        return self._inline.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            self._thread.join()
 
 
 def object_units(store: Store, target_rows: int = 2_000_000) -> list[tuple[str, dict]]:
