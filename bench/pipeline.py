@@ -3,7 +3,8 @@
 Simulates a survey with the catalogue-level simulator (default: a Mini-MegaTORTORA field, 1250
 frames of 20,000 stars, ~10^7 measurements; the Mini-SiTian preset's g-band colour term hardly
 varies, so its colours cannot be reconstructed), ingests it, then runs each stage in its own
-process and prints its wall time, throughput and peak memory (ru_maxrss of that process):
+process and prints its wall time, throughput and peak memory (ru_maxrss of that process, and for
+cluster the largest of the processes that ran its units: the pool's workers):
 kdmatch (the baseline of cluster: a k-d match of 10^7 detections to 10^6 positions),
 cluster (measurements/s, and as a ratio to kdmatch), calibrate (frames/s), colours
 (measurements/s), one refine iteration,
@@ -49,7 +50,8 @@ elif stage == "kdmatch":
     cKDTree(unit_vectors(ra, dec)).query(q, distance_upper_bound=chord(10 / 3600), workers=2)
 elif stage == "cluster":
     from variability.cluster import ClusterConfig, cluster
-    cluster(store, ClusterConfig(store.config.match_radius_arcsec, store.config.order), opts)
+    out = cluster(store, ClusterConfig(store.config.match_radius_arcsec, store.config.order), opts)
+    units_mb = out["peak_rss_mb"]
 elif stage == "calibrate":
     from variability.calibrate import calibrate
     calibrate(store, options=opts)
@@ -71,7 +73,7 @@ elif stage == "find-variables":
     find_variables(store)
 dt = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": dt, "rss_mb": rss}))
+print(json.dumps({"seconds": dt, "rss_mb": rss, "units_mb": globals().get("units_mb")}))
 """
 
 
@@ -163,6 +165,8 @@ def _run_stages(store: Path, sim: Path, stages: list[str], jobs: int, n_meas: in
             # the goal (1.5 M/s) was set when the baseline ran at 1.4 M/s on this machine
             rate = n_meas / r["seconds"]
             extra += f" ({rate / kd_rate:.2f}x the k-d match; goal 1.07x)"
+        if r.get("units_mb"):
+            extra += f"; units' processes peak {r['units_mb']:.0f} MB"
         if stage == "colours" and base:
             extra += f" ({base / r['seconds']:.2f}x the plain aggregation's rate)"
         elif stage == "calibrate":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import resource
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -51,12 +52,16 @@ class UnitOutput:
         ``(table, relative path)`` of live files the unit supersedes.
     stats : dict
         Numbers the job sums into its summary.
+    peak_rss_mb : float
+        Peak resident memory of the process that ran the unit, once it finished (set by the
+        runner: a worker's memory never shows in the parent's).
     """
 
     key: str
     add: list[tuple[str, str, int, dict[str, Any]]] = field(default_factory=list)
     remove: list[tuple[str, str]] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
 
 
 class Job(Protocol):
@@ -125,6 +130,8 @@ class JobSummary:
     units: int = 0
     resumed: int = 0
     stats: dict[str, float] = field(default_factory=dict)
+    #: The largest peak resident memory of a process that ran units (MB).
+    peak_rss_mb: float = 0.0
 
 
 #: Imported once by the fork server, so its workers start with them (the jobs' own modules are
@@ -313,6 +320,7 @@ def run_job(
                 for k, v in out.stats.items():
                     summary.stats[k] = summary.stats.get(k, 0) + v
                 summary.units += 1
+                summary.peak_rss_mb = max(summary.peak_rss_mb, out.peak_rss_mb)
                 pending_commit += 1
                 bar.update(1)
                 if pending_commit >= options.commit_every:
@@ -346,6 +354,12 @@ def _pin_unit_store(root: str, threads: int) -> None:
     _PINNED[root] = store
 
 
+def _run_unit(job: Job, root: str, key: str, payload: Any) -> UnitOutput:
+    out = job.run_unit(root, key, payload)
+    out.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    return out
+
+
 def _bounded(
     executor: Executor, job: Job, root: str, todo: list[tuple[str, Any]], limit: int
 ) -> Iterator[UnitOutput]:
@@ -358,7 +372,7 @@ def _bounded(
                 key, payload = next(queue)
             except StopIteration:
                 break
-            in_flight.add(executor.submit(job.run_unit, root, key, payload))
+            in_flight.add(executor.submit(_run_unit, job, root, key, payload))
         if not in_flight:
             return
         finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)

@@ -611,7 +611,7 @@ def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None =
     try:
         margins.prepare(store.root)
         margin_job = margins.MarginJob(config.order, config.margin_radii * config.radius_deg)
-        run_job(store, margin_job, options, executor=pool)
+        s0: JobSummary = run_job(store, margin_job, options, executor=pool)
         s1: JobSummary = run_job(store, ObjectsJob(config), options, executor=pool)
         s2: JobSummary = run_job(store, AssignJob(config), options, executor=pool)
     finally:
@@ -626,6 +626,7 @@ def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None =
         "duplicates": int(s2.stats.get("duplicates", 0)),
         "unmatched": int(s2.stats.get("unmatched", 0)),
         "partitions": s2.units + s2.resumed,
+        "peak_rss_mb": max(s0.peak_rss_mb, s1.peak_rss_mb, s2.peak_rss_mb),
     }
     _log.info(
         "cluster: %d objects (%d new); %d detections assigned, %d second detections of an object "
