@@ -2,9 +2,10 @@
 --
 -- One row per object: n (its detections), the means of ra and dec, and what a wrap-aware mean
 -- needs: the ra span with ra shifted to -180..180 (an object straddling ra = 0/360 averages the
--- shifted values) and, within 10 deg of a pole, the sums of the unit vectors (an ra offset is
--- not small there); the trigonometry runs on those rows only. Python picks the mean per object
--- (variability/cluster.py, _mean_positions). No parameters.
+-- shifted values) and, within 10 deg of a pole, the sums of the unit vectors and their count
+-- (an ra offset is not small there; an object with rows on both sides of 80 deg keeps the
+-- plain means, exact to second order there); the trigonometry runs on those rows only. Python
+-- picks the mean per object (variability/cluster.py, _mean_positions). No parameters.
 SELECT
     object_id,
     count(*)::INTEGER AS n,
@@ -14,7 +15,8 @@ SELECT
     avg(CASE WHEN ra > 180 THEN ra - 360 ELSE ra END) AS ra_w,
     sum(CASE WHEN abs(dec) > 80 THEN cos(radians(dec)) * cos(radians(ra)) END) AS ux,
     sum(CASE WHEN abs(dec) > 80 THEN cos(radians(dec)) * sin(radians(ra)) END) AS uy,
-    sum(CASE WHEN abs(dec) > 80 THEN sin(radians(dec)) END) AS uz
+    sum(CASE WHEN abs(dec) > 80 THEN sin(radians(dec)) END) AS uz,
+    count(*) FILTER (WHERE abs(dec) > 80) AS n_polar
 FROM measurements
 WHERE object_id IS NOT NULL
 GROUP BY object_id;

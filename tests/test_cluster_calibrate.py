@@ -312,7 +312,7 @@ def test_objects_placed_where_their_stars_are_across_ra_0_and_near_the_pole(tmp_
 def test_mean_positions_across_ra_0_and_around_the_pole():
     """sql/object_positions.sql and _mean_positions give the mean direction of each object's
     detections (slow version: the normalised sum of unit vectors) for objects straddling
-    ra = 0/360, surrounding a pole, near it, and ordinary ones."""
+    ra = 0/360, surrounding a pole, near it, across dec 80, and ordinary ones."""
     import duckdb
     import pyarrow as pa
 
@@ -320,7 +320,14 @@ def test_mean_positions_across_ra_0_and_around_the_pole():
     from variability.cluster import _mean_positions
 
     rng = np.random.default_rng(11)
-    centres = [(0.0, 10.0), (359.9995, -30.0), (123.0, 89.9995), (200.0, -89.9999), (45.0, 84.0)]
+    centres = [
+        (0.0, 10.0),
+        (359.9995, -30.0),
+        (123.0, 89.9995),
+        (200.0, -89.9999),
+        (45.0, 84.0),
+        (70.0, 80.0004),  # rows on both sides of the 80 deg switch to unit vectors
+    ]
     ra, dec, oid = [], [], []
     for k, (r0, d0) in enumerate(centres):
         # 50 detections within ~3" of the centre, in the tangent plane

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial import cKDTree
@@ -139,3 +140,22 @@ def test_nearest_in_cells_equals_the_tree(ra0, dec0, radius_arcsec, n_cat, seed)
             assert abs(got_s[k] - want_s[k]) < tol
         else:
             assert abs(min(got_s[k], want_s[k]) - radius_arcsec) < tol
+
+
+def test_kernels_take_read_only_arrays_and_refuse_unknown_ranks():
+    """Arrow hands out read-only zero-copy arrays (a small objects file); the compiled kernels
+    take them. A frame the frames table does not know gets a clear error, not a corrupt order."""
+    import pyarrow as pa
+
+    ra = pa.array([10.0, 10.001]).to_numpy()
+    dec = pa.array([20.0, 20.0]).to_numpy()
+    assert not ra.flags.writeable
+    idx29 = pa.array(healpix.healpix29(ra, dec)).to_numpy()
+    got, _ = matching.nearest_in_cells(idx29, ra, dec, ra, dec, 1 / 3600)
+    np.testing.assert_array_equal(got, [0, 1])
+    obj = pa.array([0, 1], pa.int64()).to_numpy()
+    perm, keep = matching.order_by_object(obj, obj, pa.array([0.0, 0.0]).to_numpy(), 2, 2)
+    np.testing.assert_array_equal(perm, [0, 1])
+    assert keep.all()
+    with pytest.raises(ValueError, match="frame_rank"):
+        matching.order_by_object(np.array([0, 0]), np.array([0, -1]), np.zeros(2), 1, 2)

@@ -502,9 +502,11 @@ class AssignJob:
             found = idx >= 0
             rank[todo[found]] = np.searchsorted(space, cat["object_id"][idx[found]])
             stats["unmatched"] = float((~found).sum())
-        order, keep = matching.order_by_object(
-            rank, frames.lookup(frame, "ranks"), sep, space.size, frames.ids.size
-        )
+        frame_rank = frames.lookup(frame, "ranks")
+        order, keep = matching.order_by_object(rank, frame_rank, sep, space.size, frames.ids.size)
+        if (claimed & ~keep).any():  # two earlier assignments in one frame: both stay (rare)
+            keep |= claimed
+            order = np.lexsort((frame_rank, np.where(keep, rank, space.size)))
         if todo.size:
             stats["assigned"] = float(keep[todo].sum())
             stats["duplicates"] = float(todo.size - stats["unmatched"] - stats["assigned"])
@@ -584,13 +586,13 @@ def _summarise_objects(store: Store) -> int:
 def _mean_positions(stats: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Mean ra, dec per row of sql/object_positions.sql: the plain means, the mean of ra shifted
     to -180..180 for objects spanning over 180 deg of ra (straddling 0/360), the direction of
-    the summed unit vectors within 10 deg of a pole."""
+    the summed unit vectors for objects whose rows all lie within 10 deg of a pole."""
     col = {c: pc.fill_null(stats[c], np.nan).to_numpy() for c in ("ra_mean", "dec_mean", "ra_span")}
     ra, dec = col["ra_mean"].copy(), col["dec_mean"].copy()
     wrapped = col["ra_span"] > 180
     ra[wrapped] = pc.fill_null(stats["ra_w"], np.nan).to_numpy()[wrapped] % 360.0
     u = [pc.fill_null(stats[c], np.nan).to_numpy() for c in ("ux", "uy", "uz")]
-    polar = np.isfinite(u[0]) & (np.abs(dec) > 80)
+    polar = np.isfinite(u[0]) & (stats["n_polar"].to_numpy() == stats["n"].to_numpy())
     norm = np.sqrt(u[0][polar] ** 2 + u[1][polar] ** 2 + u[2][polar] ** 2)
     ra[polar] = np.degrees(np.arctan2(u[1][polar], u[0][polar])) % 360.0
     dec[polar] = np.degrees(np.arcsin(np.clip(u[2][polar] / norm, -1, 1)))

@@ -110,8 +110,8 @@ def nearest_in_cells(
     nc = len(cat_ra)
     if n == 0 or nc == 0:
         return idx, sep
-    cat_ra = np.asarray(cat_ra, np.float64)
-    cat_dec = np.asarray(cat_dec, np.float64)
+    cat_ra = _kernel_array(cat_ra, np.float64)
+    cat_dec = _kernel_array(cat_dec, np.float64)
     m = _cell_order(radius_deg)
     shift = 2 * (healpix.FINE_ORDER - m)
     # 1. registrations (cell, star); a star registered twice in one cell (at a vertex pixel)
@@ -129,10 +129,10 @@ def nearest_in_cells(
     # 2.-3. per point: its cell's candidates, their separations, the nearest within the radius
     rad = np.radians(cat_dec)
     _cells_kernel(
-        np.asarray(index29, np.int64),
+        _kernel_array(index29, np.int64),
         shift,
-        np.asarray(ra, np.float64),
-        np.asarray(dec, np.float64),
+        _kernel_array(ra, np.float64),
+        _kernel_array(dec, np.float64),
         ucell,
         start,
         count,
@@ -149,6 +149,13 @@ def nearest_in_cells(
 
 
 _I8, _F8 = numba.int64[:], numba.float64[:]
+
+
+def _kernel_array(a, dtype) -> np.ndarray:
+    """``a`` as the kernels' signatures take it: writeable (Arrow's zero-copy views are not),
+    contiguous, of ``dtype``."""
+    out = np.ascontiguousarray(a, dtype)
+    return out if out.flags.writeable else out.copy()
 
 
 @numba.njit(
@@ -342,13 +349,16 @@ def order_by_object(
     still assigned. Equals ``one_per_group`` and ``np.lexsort((frame_rank, rank or n_obj))``
     (:func:`order_by_object_slow`), by two counting sorts and a scan: ~20x faster.
     """
+    for name, v, hi in (("obj_rank", obj_rank, n_obj), ("frame_rank", frame_rank, n_frames - 1)):
+        if v.size and (v.min() < 0 or v.max() > hi):
+            raise ValueError(f"{name} outside [0, {hi}]: a row's frame or object is not known")
     keep = obj_rank < n_obj
     perm = np.empty(obj_rank.size, np.int64)
     by_frame = np.empty(obj_rank.size, np.int64)
     _order_kernel(
-        np.ascontiguousarray(obj_rank, np.int64),
-        np.ascontiguousarray(frame_rank, np.int64),
-        np.ascontiguousarray(sep, np.float64),
+        _kernel_array(obj_rank, np.int64),
+        _kernel_array(frame_rank, np.int64),
+        _kernel_array(sep, np.float64),
         n_obj,
         n_frames,
         keep,
