@@ -5,7 +5,7 @@
 -- shifted values) and, within 10 deg of a pole, the sums of the unit vectors and their count
 -- (an ra offset is not small there; an object with rows on both sides of 80 deg keeps the
 -- plain means, exact to second order there); the trigonometry runs on those rows only. Python
--- picks the mean per object (variability/cluster.py, _mean_positions). No parameters.
+-- picks the mean per object (variability/assign.py, _mean_positions). No parameters.
 SELECT
     object_id,
     count(*)::INTEGER AS n,

@@ -252,7 +252,7 @@ def test_margin_files_hold_the_rows_of_the_neighbours_margins(tmp_path, survey):
     width = cfg.margin_radii * cfg.radius_deg
     margins.prepare(store.root)
     run_job(store, margins.MarginJob(cfg.order, width), QUIET)
-    payloads = dict(cl._payloads(store))
+    payloads = dict(cl.payloads(store))
     assert len(payloads) > 20  # enough partitions for borders and corners
     n_rows = 0
     for payload in payloads.values():
@@ -317,7 +317,7 @@ def test_mean_positions_across_ra_0_and_around_the_pole():
     import pyarrow as pa
 
     from lcdb import sqlfiles
-    from variability.cluster import _mean_positions
+    from variability.assign import _mean_positions
 
     rng = np.random.default_rng(11)
     centres = [

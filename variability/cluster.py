@@ -13,10 +13,11 @@ partition writes once the rows that lie in its neighbours' margins: variability/
        next frames (1, 2, 4 ... per round) seed the rest; seeds move to their members' centroid.
    It keeps only the objects whose position lies in its own partition: each object is owned by
    exactly one partition, and both sides of a border see the same detections, so they agree.
-2. **Assignment** (a runner job per partition). Each detection of the partition goes to the
-   nearest object (of the partition or a neighbour) within the match radius at its epoch; a frame
-   contributes at most one detection per object — the closest; the others stay unassigned and
-   are counted. The partition is rewritten sorted by (object_id, mjd).
+2. **Assignment** (a runner job per partition; variability/assign.py, as step 3). Each
+   detection of the partition goes to the nearest object (of the partition or a neighbour)
+   within the match radius at its epoch; a frame contributes at most one detection per object —
+   the closest; the others stay unassigned and are counted. The partition is rewritten sorted
+   by (object_id, mjd).
 3. **Summary**. ``n_obs`` and the mean position of objects not tied to the refcat are aggregated in
    DuckDB over the whole store (a scan at ~45 M rows/s) and the objects table is rewritten.
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -38,12 +38,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.spatial import cKDTree
 
-from lcdb import healpix, layout, schema, sqlfiles
+from lcdb import healpix, layout, schema
 from lcdb.runner import JobSummary, RunnerOptions, UnitOutput, process_pool, run_job
 from lcdb.store import Store
 from lcdb.tableio import read_parquet, write_parquet
-from lcdb.tables import rewrite_files
 from variability import margins, matching
+from variability.assign import AssignJob, summarise_objects
+from variability.unit_inputs import epochs, layout_root, payloads, read_refcat
 
 _log = logging.getLogger(__name__)
 
@@ -85,72 +86,6 @@ class ClusterConfig:
         return self.radius_arcsec / 3600.0
 
 
-def _payloads(store: Store) -> list[tuple[str, dict[str, Any]]]:
-    order = store.config.order
-    out = []
-    for pixel in store.pixels("measurements", largest_first=True):
-        near = set(healpix.neighbour_pixels(pixel, order))
-        out.append(
-            (
-                f"pixel={pixel}",
-                {
-                    "pixel": pixel,
-                    "own": store.files("measurements", {pixel}),
-                    "neighbours": {q: store.files("measurements", {q}) for q in sorted(near)},
-                    "refcat": store.files("refcat", near | {pixel}),
-                    "objects": store.files("objects", near | {pixel}),
-                    "own_objects": [
-                        e["path"] for e in store.manifest.entries("objects") if e["pixel"] == pixel
-                    ],
-                    "frames": store.files("frames"),
-                },
-            )
-        )
-    return out
-
-
-def _epochs(frame_files: list[str], frame_id: np.ndarray) -> np.ndarray:
-    """Julian year of each detection's frame (mid-exposure)."""
-    return _frame_index(tuple(frame_files)).lookup(frame_id, "years")
-
-
-@dataclass(frozen=True)
-class _FrameIndex:
-    """Epoch (Julian year) and time rank (by mid-exposure, then id: one rank per frame) of every
-    frame, by frame id: through tables indexed by id when the ids are dense (the store numbers
-    frames from 1; ~10x faster than a binary search per detection), else by binary search."""
-
-    ids: np.ndarray
-    years: np.ndarray
-    ranks: np.ndarray
-    dense: bool
-
-    def lookup(self, frame_id: np.ndarray, what: str) -> np.ndarray:
-        values = getattr(self, what)
-        if self.dense:
-            return values[frame_id]
-        return values[np.searchsorted(self.ids, frame_id)]
-
-
-@lru_cache(maxsize=2)
-def _frame_index(frame_files: tuple[str, ...]) -> _FrameIndex:
-    """The frames' :class:`_FrameIndex`, read once per process for all its units."""
-    t = read_parquet(list(frame_files), columns=["frame_id", "mjd"])
-    ids = t.column("frame_id").to_numpy()
-    mjd = t.column("mjd").to_numpy()
-    order = np.argsort(ids)
-    ids, mjd = ids[order], mjd[order]
-    years = matching.mjd_to_year(mjd)
-    ranks = np.empty(ids.size, np.int64)
-    ranks[np.lexsort((ids, mjd))] = np.arange(ids.size)
-    if ids.size and ids[0] >= 0 and ids[-1] < 4 * ids.size + 1024:
-        table_y = np.full(int(ids[-1]) + 1, np.nan)
-        table_r = np.full(int(ids[-1]) + 1, -1, np.int64)
-        table_y[ids], table_r[ids] = years, ranks
-        return _FrameIndex(ids, table_y, table_r, True)
-    return _FrameIndex(ids, years, ranks, False)
-
-
 def _read_detections(root: str, payload: dict, config: ClusterConfig) -> dict[str, np.ndarray]:
     """The partition's own detections and the margin rows of its neighbours (``own`` flag)."""
     own = read_parquet(payload["own"], columns=_DET_COLUMNS)
@@ -174,7 +109,7 @@ def _read_detections(root: str, payload: dict, config: ClusterConfig) -> dict[st
     )
     det["own"] = np.zeros(det["ra"].size, bool)
     det["own"][: own.num_rows] = True
-    det["year"] = _epochs(payload["frames"], det["frame_id"])
+    det["year"] = epochs(payload["frames"], det["frame_id"])
     return det
 
 
@@ -207,30 +142,6 @@ def _read_margin(files: list[str], ring: np.ndarray, m: int) -> list[pa.Table]:
         pos = np.clip(np.searchsorted(ring, coarse), 0, ring.size - 1)
         out.append(t.filter(pa.array(ring[pos] == coarse)))  # ring is sorted: binary search
     return out
-
-
-@lru_cache(maxsize=64)
-def _file_columns(path: str, columns: tuple[str, ...]) -> pa.Table:
-    """Some columns of a store file, read once per process: a partition's refcat and objects are
-    read by its own unit and its 8 neighbours' (files are immutable: new data, new names)."""
-    return pq.read_table(path, columns=list(columns), partitioning=None)
-
-
-def _read_cached(files: list[str], columns: tuple[str, ...]) -> pa.Table:
-    return pa.concat_tables([_file_columns(f, columns) for f in files])
-
-
-def _read_refcat(files: list[str]) -> dict[str, np.ndarray]:
-    cols = ("ref_id", "ra", "dec", "pmra", "pmdec", "epoch")
-    if not files:
-        return {c: np.empty(0) for c in cols}
-    t = _read_cached(files, cols)
-    return {
-        c: t.column(c)
-        .to_numpy(zero_copy_only=False)
-        .astype(np.int64 if c == "ref_id" else np.float64)
-        for c in cols
-    }
 
 
 def _read_objects(files: list[str], rebuild: bool) -> pa.Table:
@@ -365,13 +276,13 @@ class ObjectsJob:
     name: str = "cluster-objects"
 
     def units(self, store: Store) -> list[tuple[str, Any]]:
-        return _payloads(store)
+        return payloads(store)
 
     def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
         cfg = self.config
         det = _read_detections(root, payload, cfg)
         existing = _read_objects(payload["objects"], cfg.rebuild)
-        refcat = _read_refcat(payload["refcat"])
+        refcat = read_refcat(payload["refcat"])
         free = det["object_id"] < 0
         # (a) detections near an existing object are accounted for.
         if existing.num_rows and free.any():
@@ -437,13 +348,6 @@ class ObjectsJob:
         return out
 
 
-def layout_root(root: str):
-    """Path of a store root given as a string (units receive strings: they are pickled)."""
-    from pathlib import Path
-
-    return Path(root)
-
-
 def _pad(t: pa.Table) -> pa.Table:
     """Add the objects columns a table lacks, as nulls."""
     return schema.conform(t, "objects")
@@ -451,152 +355,6 @@ def _pad(t: pa.Table) -> pa.Table:
 
 def _objects_table(t: pa.Table) -> pa.Table:
     return t.sort_by("object_id")
-
-
-@dataclass(frozen=True)
-class AssignJob:
-    """Step 2: assign each detection of a partition to an object; rewrite the partition."""
-
-    config: ClusterConfig
-    name: str = "cluster-assign"
-
-    def units(self, store: Store) -> list[tuple[str, Any]]:
-        return _payloads(store)
-
-    def run_unit(self, root: str, key: str, payload: dict) -> UnitOutput:
-        cfg = self.config
-        data = read_parquet(payload["own"])
-        frame = data.column("frame_id").to_numpy()
-        frames = _frame_index(tuple(payload["frames"]))
-        year = frames.lookup(frame, "years")
-        current = data.column("object_id").combine_chunks()
-        obj_id = (
-            np.full(data.num_rows, -1, np.int64)
-            if cfg.rebuild
-            else pc.fill_null(current, -1).to_numpy(zero_copy_only=False).copy()
-        )
-        objects = (
-            _read_cached(payload["objects"], ("object_id", "ra", "dec", "ref_id"))
-            if payload["objects"]
-            else schema.empty("objects")
-        )
-        cat = _object_motion(objects.sort_by("object_id"), _read_refcat(payload["refcat"]))
-        # Objects are ranked by id: ``rank`` orders the rewritten partition. Detections assigned
-        # by an earlier run keep their object (it may lie beyond the neighbours: ranked too).
-        claimed = obj_id >= 0
-        space = np.union1d(cat["object_id"], obj_id[claimed]) if claimed.any() else cat["object_id"]
-        rank = np.full(data.num_rows, space.size, np.int64)
-        rank[claimed] = np.searchsorted(space, obj_id[claimed])
-        sep = np.where(claimed, -1.0, np.inf)  # earlier assignments win within their frame
-        todo = np.flatnonzero(~claimed)
-        stats = {"assigned": 0.0, "duplicates": 0.0, "unmatched": float(todo.size)}
-        if todo.size and cat["object_id"].size:
-            idx, sep[todo] = matching.nearest_moving(
-                data.column("ra").to_numpy()[todo],
-                data.column("dec").to_numpy()[todo],
-                year[todo],
-                cat,
-                cfg.radius_deg,
-                index29=data.column("healpix_29").to_numpy()[todo],
-            )
-            found = idx >= 0
-            rank[todo[found]] = np.searchsorted(space, cat["object_id"][idx[found]])
-            stats["unmatched"] = float((~found).sum())
-        frame_rank = frames.lookup(frame, "ranks")
-        order, keep = matching.order_by_object(rank, frame_rank, sep, space.size, frames.ids.size)
-        if (claimed & ~keep).any():  # two earlier assignments in one frame: both stay (rare)
-            keep |= claimed
-            order = np.lexsort((frame_rank, np.where(keep, rank, space.size)))
-        if todo.size:
-            stats["assigned"] = float(keep[todo].sum())
-            stats["duplicates"] = float(todo.size - stats["unmatched"] - stats["assigned"])
-        if space.size:
-            obj_id = np.where(keep, space[np.minimum(rank, space.size - 1)], -1)
-        col = pa.array(obj_id, pa.int64(), mask=obj_id < 0)
-        data = data.set_column(data.schema.get_field_index("object_id"), "object_id", col)
-        data = data.take(pa.array(order))
-        out = UnitOutput(key=key, stats=stats)
-        root_path = layout_root(root)
-        for path in payload["own"]:
-            out.remove.append(("measurements", str(layout_relpath(root_path, path))))
-        new = layout.new_partition_file(root_path, "measurements", payload["pixel"], "k")
-        write_parquet(data, new)
-        extra = {"fmin": int(frame.min()), "fmax": int(frame.max()), "sorted": "object"}
-        out.add.append(("measurements", str(new), data.num_rows, extra))
-        return out
-
-
-def layout_relpath(root, path: str) -> str:
-    import os
-
-    return os.path.relpath(path, root)
-
-
-def _object_motion(objects: pa.Table, refcat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Object positions with the proper motion of their refcat star (zero for the others)."""
-    n = objects.num_rows
-    ref = pc.fill_null(objects["ref_id"], -1).to_numpy()
-    pmra, pmdec, epoch = np.zeros(n), np.zeros(n), np.full(n, 2000.0)
-    ra, dec = objects["ra"].to_numpy().copy(), objects["dec"].to_numpy().copy()
-    if refcat["ref_id"].size:
-        order = np.argsort(refcat["ref_id"])
-        pos = np.clip(np.searchsorted(refcat["ref_id"][order], ref), 0, order.size - 1)
-        hit = (ref >= 0) & (refcat["ref_id"][order][pos] == ref)
-        src = order[pos[hit]]
-        pmra[hit] = np.nan_to_num(refcat["pmra"][src])
-        pmdec[hit] = np.nan_to_num(refcat["pmdec"][src])
-        epoch[hit] = refcat["epoch"][src]
-        ra[hit], dec[hit] = refcat["ra"][src], refcat["dec"][src]
-    return {
-        "object_id": objects["object_id"].to_numpy(),
-        "ra": ra,
-        "dec": dec,
-        "pmra": pmra,
-        "pmdec": pmdec,
-        "epoch": epoch,
-    }
-
-
-def _summarise_objects(store: Store) -> int:
-    """Step 3: n_obs and mean positions from the assigned measurements; drop empty objects.
-
-    Mean positions are wrap-aware (sql/object_positions.sql, :func:`_mean_positions`).
-    """
-    stats = store.sql(sqlfiles.load("object_positions"))
-    counts = {k: i for i, k in enumerate(stats["object_id"].to_pylist())}
-    mean_ra, mean_dec = _mean_positions(stats)
-
-    def update(objs: pa.Table) -> pa.Table:
-        rows = np.array([counts.get(k, -1) for k in objs["object_id"].to_pylist()], np.int64)
-        keep = rows >= 0
-        objs = objs.filter(pa.array(keep))
-        rows = rows[keep]
-        free = pc.is_null(objs["ref_id"]).to_numpy(zero_copy_only=False)
-        ra = np.where(free, mean_ra[rows], objs["ra"].to_numpy())
-        dec = np.where(free, mean_dec[rows], objs["dec"].to_numpy())
-        n_obs = pa.array(stats["n"].to_numpy()[rows], pa.int32())
-        for name, col in (("n_obs", n_obs), ("ra", pa.array(ra)), ("dec", pa.array(dec))):
-            objs = objs.set_column(objs.schema.get_field_index(name), name, col)
-        return objs
-
-    rewrite_files(store, "objects", update)
-    return store.count("objects")
-
-
-def _mean_positions(stats: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Mean ra, dec per row of sql/object_positions.sql: the plain means, the mean of ra shifted
-    to -180..180 for objects spanning over 180 deg of ra (straddling 0/360), the direction of
-    the summed unit vectors for objects whose rows all lie within 10 deg of a pole."""
-    col = {c: pc.fill_null(stats[c], np.nan).to_numpy() for c in ("ra_mean", "dec_mean", "ra_span")}
-    ra, dec = col["ra_mean"].copy(), col["dec_mean"].copy()
-    wrapped = col["ra_span"] > 180
-    ra[wrapped] = pc.fill_null(stats["ra_w"], np.nan).to_numpy()[wrapped] % 360.0
-    u = [pc.fill_null(stats[c], np.nan).to_numpy() for c in ("ux", "uy", "uz")]
-    polar = np.isfinite(u[0]) & (stats["n_polar"].to_numpy() == stats["n"].to_numpy())
-    norm = np.sqrt(u[0][polar] ** 2 + u[1][polar] ** 2 + u[2][polar] ** 2)
-    ra[polar] = np.degrees(np.arctan2(u[1][polar], u[0][polar])) % 360.0
-    dec[polar] = np.degrees(np.arcsin(np.clip(u[2][polar] / norm, -1, 1)))
-    return ra, dec
 
 
 def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None = None) -> dict:
@@ -620,7 +378,7 @@ def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None =
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     margins.drop(store.root)
-    n_objects = _summarise_objects(store)
+    n_objects = summarise_objects(store)
     summary = {
         "objects": n_objects,
         "objects_new": int(s1.stats.get("objects_new", 0)),
