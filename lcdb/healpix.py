@@ -133,6 +133,12 @@ def margin_targets(pixel: int, order: int, margin_deg: float) -> tuple[np.ndarra
     return pairs[:, 0].copy(), pairs[:, 1].copy(), m
 
 
+def near_order(radius_deg: float) -> int:
+    """Finest order whose cells are at least twice ``radius_deg`` wide: a point within the radius
+    of a position lies in the position's cell or one of its 8 neighbours."""
+    return int(np.clip(np.floor(np.log2(58.6 / max(2.0 * radius_deg, 1e-9))), 0, 29))
+
+
 def near_mask(index29: np.ndarray, ra_deg: np.ndarray, dec_deg: np.ndarray, radius_deg: float):
     """Which order-29 indices may lie within ``radius_deg`` of one of the positions.
 
@@ -146,7 +152,7 @@ def near_mask(index29: np.ndarray, ra_deg: np.ndarray, dec_deg: np.ndarray, radi
     index29 = np.asarray(index29, np.int64)
     if np.size(ra_deg) == 0:
         return np.zeros(index29.size, bool)
-    m = int(np.clip(np.floor(np.log2(58.6 / max(2.0 * radius_deg, 1e-9))), 0, 29))
+    m = near_order(radius_deg)
     shift = 2 * (29 - m)
     cells = np.unique(healpix29(np.asarray(ra_deg), np.asarray(dec_deg), threads=1) >> shift)
     nb = neighbours(cells, 2**m, order="nested").ravel()

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lcdb
 from ingest import IngestOptions, ingest_paths, load_refcat
@@ -350,3 +352,39 @@ def test_mean_positions_across_ra_0_and_around_the_pole():
     sep = 3600 * healpix.angular_separation_deg(got_ra, got_dec, want_ra, want_dec)
     # second order in the 3" spread: well below 1 mas; a plain mean of ra would miss by degrees
     assert sep.max() < 1e-3, sep
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=60), st.sampled_from([1, 10**9]))
+def test_frame_groups_equal_numpy_unique(ids, scale):
+    """Grouping the seeding's detections by frame (by counting for dense ids, by np.unique for
+    sparse ones) equals np.unique."""
+    from variability.cluster import _frame_groups
+
+    frame = np.array(ids, np.int64) * scale
+    got = _frame_groups(frame)
+    want = np.unique(frame, return_inverse=True, return_counts=True)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("ids", [[1, 2, 3, 5], [10, 10**9, 3 * 10**9]])
+def test_frame_index_marks_unknown_frames(tmp_path, ids):
+    """Epochs and time ranks by frame id, through a dense table or a binary search; an id the
+    frames table lacks (a gap, beyond the end, before the start) gets NaN and -1, which the
+    assignment refuses with a clear error instead of misordering the partition."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from variability.unit_inputs import frame_index
+
+    path = tmp_path / "frames.parquet"
+    mjd = [60003.0, 60001.0, 60002.0, 60000.0][: len(ids)]
+    pq.write_table(pa.table({"frame_id": ids, "mjd": mjd}), path)
+    index = frame_index((str(path),))
+    assert index.dense == (len(ids) == 4)
+    known = np.array(ids, np.int64)
+    np.testing.assert_array_equal(index.lookup(known, "ranks"), np.argsort(np.argsort(mjd)))
+    unknown = np.array([4 if index.dense else 11, max(ids) + 1, -7], np.int64)
+    np.testing.assert_array_equal(index.lookup(unknown, "ranks"), [-1, -1, -1])
+    assert np.isnan(index.lookup(unknown, "years")).all()

@@ -40,3 +40,38 @@ def test_in_process_job_runs_here_on_the_workers_threads(tmp_path: Path, workers
     assert summary.stats == {f"pid={os.getpid()}": 5.0, f"threads={workers}": 5.0}
     # complete: its resume markers went with the last commit
     assert lcdb.open(tmp_path / "s").manifest.jobs.get("probe", []) == []
+
+
+@dataclass(frozen=True)
+class _PidJob:
+    """Each unit reports the process it ran in (a pool job: not in-process)."""
+
+    n: int
+    name: str = "pids"
+
+    def units(self, store):
+        return [(f"u{i}", i) for i in range(self.n)]
+
+    def run_unit(self, root: str, key: str, payload: int) -> UnitOutput:
+        return UnitOutput(key=key, stats={f"pid={os.getpid()}": 1.0})
+
+
+def test_pool_runs_units_here_until_its_workers_are_up_then_in_them(tmp_path: Path):
+    """The warming pool runs what is submitted while its fork server starts (seconds of
+    imports) in this process, and hands later units to its workers; the runner reports the peak
+    memory of the processes that ran units."""
+    from lcdb.runner import process_pool
+
+    pool = process_pool(2)
+    try:
+        first = pool.submit(os.getpid).result()  # the fork server cannot be up within microseconds
+        assert first == os.getpid()
+        pool._ready.wait(120)
+        assert pool.submit(os.getpid).result() != os.getpid()
+        store = lcdb.init_store(tmp_path / "s")
+        summary = run_job(store, _PidJob(6), RunnerOptions(progress=False), executor=pool)
+    finally:
+        pool.shutdown()
+    assert summary.units == 6 and f"pid={os.getpid()}" not in summary.stats
+    # ru_maxrss of a Python worker that imported numpy and pyarrow: tens of MB at least
+    assert summary.peak_rss_mb > 20

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lcdb import layout, schema, sqlfiles
+from lcdb.errors import StoreError
 from lcdb.runner import UnitOutput
 from lcdb.store import Store
 from lcdb.tableio import read_parquet, write_parquet
@@ -79,6 +80,11 @@ class AssignJob:
             rank[todo[found]] = np.searchsorted(space, cat["object_id"][idx[found]])
             stats["unmatched"] = float((~found).sum())
         frame_rank = frames.lookup(frame, "ranks")
+        if (frame_rank < 0).any():
+            unknown = np.unique(frame[frame_rank < 0])[:5].tolist()
+            raise StoreError(
+                f"{payload['own'][0]}: frame_id {unknown} not in the frames table (damaged store)"
+            )
         order, keep = matching.order_by_object(rank, frame_rank, sep, space.size, frames.ids.size)
         if (claimed & ~keep).any():  # two earlier assignments in one frame: both stay (rare)
             keep |= claimed
@@ -163,7 +169,5 @@ def _mean_positions(stats: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     ra[wrapped] = pc.fill_null(stats["ra_w"], np.nan).to_numpy()[wrapped] % 360.0
     u = [pc.fill_null(stats[c], np.nan).to_numpy() for c in ("ux", "uy", "uz")]
     polar = np.isfinite(u[0]) & (stats["n_polar"].to_numpy() == stats["n"].to_numpy())
-    norm = np.sqrt(u[0][polar] ** 2 + u[1][polar] ** 2 + u[2][polar] ** 2)
-    ra[polar] = np.degrees(np.arctan2(u[1][polar], u[0][polar])) % 360.0
-    dec[polar] = np.degrees(np.arcsin(np.clip(u[2][polar] / norm, -1, 1)))
+    ra[polar], dec[polar] = matching.to_radec(np.column_stack([c[polar] for c in u]))
     return ra, dec

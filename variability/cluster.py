@@ -249,9 +249,7 @@ def _centroids(
         sums = np.column_stack(
             [np.bincount(member[rows], weights=xyz[:, k], minlength=seed.size) for k in range(3)]
         )[polar]
-        sums /= np.maximum(np.linalg.norm(sums, axis=1), 1e-300)[:, None]
-        c_ra[polar] = np.degrees(np.arctan2(sums[:, 1], sums[:, 0])) % 360.0
-        c_dec[polar] = np.degrees(np.arcsin(np.clip(sums[:, 2], -1, 1)))
+        c_ra[polar], c_dec[polar] = matching.to_radec(sums)
     filled = n > 0
     return c_ra[filled], c_dec[filled]
 

@@ -4,8 +4,9 @@ scipy's ``cKDTree`` over unit vectors matches 10^7 detections to 10^6 positions 
 this machine (MEASURED.md), but a query costs ~0.5 us even against a small tree, and computing
 the unit vectors costs as much again. Every stored row already carries its order-29 HEALPix
 index, so :func:`nearest_in_cells` looks its candidates up by integer cell instead (a binary
-search, no trigonometry per detection): 3-5x faster than the tree at the densities of a survey
-field (bench/matching.py), and equal to :func:`nearest_within`, its slow, obviously correct
+search, no trigonometry per detection): 8x faster than the tree at a survey field's density on
+rows sorted by position, as store files are (1.2-1.7x in random order; bench/matching.py), and
+equal to :func:`nearest_within`, its slow, obviously correct
 twin (tests/test_matching.py). On top we add what catalogue matching needs: angular radii as
 chords, nearest neighbour within a radius, and positions propagated by proper motion to each
 detection's epoch.
@@ -33,6 +34,14 @@ def unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
     np.multiply(cd, np.sin(r), out=out[:, 1])
     np.sin(d, out=out[:, 2])
     return out
+
+
+def to_radec(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ra, dec (deg) of the directions of (n, 3) vectors (normalised here): the inverse of
+    :func:`unit_vectors`."""
+    xyz = xyz / np.maximum(np.linalg.norm(xyz, axis=1), 1e-300)[:, None]
+    ra = np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])) % 360.0
+    return ra, np.degrees(np.arcsin(np.clip(xyz[:, 2], -1, 1)))
 
 
 def chord(radius_deg: float) -> float:
@@ -75,13 +84,6 @@ def nearest_within(
     return idx, np.where(found, chord_to_arcsec(dist), np.inf)
 
 
-def _cell_order(radius_deg: float) -> int:
-    """Finest HEALPix order whose cells are at least twice ``radius_deg`` wide: a point within the
-    radius of a star then lies in the star's cell or one of its 8 neighbours (as in
-    :func:`lcdb.healpix.near_mask`)."""
-    return int(np.clip(np.floor(np.log2(58.6 / max(2.0 * radius_deg, 1e-9))), 0, 29))
-
-
 def nearest_in_cells(
     index29: np.ndarray,
     ra: np.ndarray,
@@ -93,8 +95,8 @@ def nearest_in_cells(
     """Index of the nearest catalogue position within ``radius_deg`` (-1 if none) and its
     separation in arcsec: :func:`nearest_within` without a tree.
 
-    1. Each catalogue position is registered in its cell (at :func:`_cell_order`) and the cell's
-       8 neighbours; the registrations are sorted by cell.
+    1. Each catalogue position is registered in its cell (at :func:`lcdb.healpix.near_order`)
+       and that cell's 8 neighbours; the registrations are sorted by cell.
     2. Each point's cell is its ``index29`` shifted right; a binary search finds the catalogue
        positions registered there (once per run of points in one cell: store files are sorted
        by position or by object).
@@ -112,7 +114,7 @@ def nearest_in_cells(
         return idx, sep
     cat_ra = _kernel_array(cat_ra, np.float64)
     cat_dec = _kernel_array(cat_dec, np.float64)
-    m = _cell_order(radius_deg)
+    m = healpix.near_order(radius_deg)
     shift = 2 * (healpix.FINE_ORDER - m)
     # 1. registrations (cell, star); a star registered twice in one cell (at a vertex pixel)
     # only costs a repeated candidate
@@ -347,7 +349,7 @@ def order_by_object(
     nearest of a frame's rows of one object is kept; ties: the first row). Returns the
     permutation (assigned rows by object and time, then the rest by time) and the mask of rows
     still assigned. Equals ``one_per_group`` and ``np.lexsort((frame_rank, rank or n_obj))``
-    (:func:`order_by_object_slow`), by two counting sorts and a scan: ~20x faster.
+    (:func:`order_by_object_slow`), by two counting sorts and a scan: 6x faster.
     """
     for name, v, hi in (("obj_rank", obj_rank, n_obj), ("frame_rank", frame_rank, n_frames - 1)):
         if v.size and (v.min() < 0 or v.max() > hi):

@@ -63,10 +63,17 @@ class FrameIndex:
     dense: bool
 
     def lookup(self, frame_id: np.ndarray, what: str) -> np.ndarray:
+        """``years`` or ``ranks`` of each frame id; NaN or -1 for an id the frames table lacks."""
         values = getattr(self, what)
+        missing = -1 if what == "ranks" else np.nan
         if self.dense:
-            return values[frame_id]
-        return values[np.searchsorted(self.ids, frame_id)]
+            known = (frame_id >= 0) & (frame_id < values.size)
+            if known.all():
+                return values[frame_id]  # the usual case: gaps already hold the marker
+            return np.where(known, values[np.where(known, frame_id, 0)], missing)
+        pos = np.minimum(np.searchsorted(self.ids, frame_id), max(self.ids.size - 1, 0))
+        known = self.ids[pos] == frame_id if self.ids.size else np.zeros(frame_id.size, bool)
+        return np.where(known, values[pos] if self.ids.size else missing, missing)
 
 
 @lru_cache(maxsize=2)
