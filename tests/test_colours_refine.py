@@ -10,6 +10,7 @@ import pytest
 
 import lcdb
 from ingest import IngestOptions, ingest_paths, load_refcat
+from lcdb import sqlfiles
 from lcdb.errors import InputError
 from lcdb.runner import RunnerOptions, run_job
 from lcdb.sim import truth
@@ -147,3 +148,77 @@ def test_bad_input(tmp_path):
         reconstruct_colours(store)
     with pytest.raises(InputError, match="lcdb colours"):
         refine(store, options=QUIET)
+
+
+@pytest.mark.parametrize("hold_colour", [False, True])
+def test_compiled_fit_equals_the_sql(calibrated, hold_colour):
+    """The kernels of variability.colourfit give what sql/colours.sql and sql/magnitudes.sql
+    give, unit by unit: same objects, same counts (clipping included), sums equal to 1e-9
+    relative (only the order of the additions differs: ~1e-15 per term, over <= 10^3 terms)."""
+    from lcdb.runner import unit_store
+    from variability.colours import colourfit
+
+    store, _sim = calibrated
+    if hold_colour:
+        reconstruct_colours(store)  # gives the objects the colours the magnitudes hold
+    job = ColourJob(ColourConfig(), store.config.order, hold_colour=hold_colour, method="sql")
+    clipped = 0
+    for _key, payload in job.units(store):
+        files = payload["files"]
+        unit = unit_store(str(store.root))
+        objs = unit.sql(
+            "SELECT object_id, bv FROM objects WHERE object_id BETWEEN $lo AND $hi ORDER BY 1",
+            {"lo": payload["lo"], "hi": payload["hi"]},
+        )
+        uid = objs["object_id"].to_numpy()
+        cfg = job.config
+        params = {
+            "files": files, "lo": payload["lo"], "hi": payload["hi"], "clip": cfg.clip,
+            "z0_order": payload["z0_order"], "floor": cfg.floor_mag, "max_err": cfg.max_err,
+        }  # fmt: skip
+        if hold_colour:
+            objects = [str(store.root / p) for g in payload["objects"].values() for p in g]
+            ref = unit.sql(sqlfiles.load("magnitudes"), {**params, "objects": objects})
+            bv = objs["bv"].to_numpy(zero_copy_only=False).astype(float)
+            got = colourfit.magnitude_sums(unit, files, params["lo"], params["hi"], uid, bv, cfg)
+        else:
+            ref = unit.sql(sqlfiles.load("colours"), params)
+            got = colourfit.colour_sums(unit, files, params["lo"], params["hi"], uid, cfg)
+        ref = ref.sort_by("object_id")
+        assert got.column_names == ref.column_names
+        assert got["object_id"].to_pylist() == ref["object_id"].to_pylist()
+        assert got["n"].to_pylist() == ref["n"].to_pylist()
+        assert got["n_clipped"].to_pylist() == ref["n_clipped"].to_pylist()
+        clipped += sum(ref["n_clipped"].to_pylist())
+        for col in ref.column_names[1:]:
+            a = ref[col].to_numpy(zero_copy_only=False).astype(float)
+            b = got[col].to_numpy().astype(float)
+            assert np.array_equal(np.isnan(a), np.isnan(b)), col
+            ok = ~np.isnan(a)
+            # chi2 of the magnitudes is syy - sy^2 / s: a difference of two sums ~10^2 s
+            # (V ~ 10 mag) that leaves ~n, so its rounding is ~10^4x that of the sums
+            rtol = 1e-6 if col == "chi2" else 1e-9
+            np.testing.assert_allclose(b[ok], a[ok], rtol=rtol, atol=1e-12, err_msg=col)
+    assert clipped > 0  # the clipping pass was exercised, not only the first fit
+
+
+def test_compiled_zero_point_equals_the_sql_polynomial():
+    """variability.colourfit._z0 (unrolled Horner, orders <= 4 and <= 6) against views.sql's
+    z0_poly (the plain sum of terms) at random points, for every order 0..6."""
+    import duckdb
+
+    from variability.colourfit import _z0
+
+    rng = np.random.default_rng(5)
+
+    db = duckdb.connect()
+    db.execute(sqlfiles.load("views").split("-- The same polynomial in Horner form")[0])
+    for order in range(7):
+        nterm = (order + 1) * (order + 2) // 2
+        c = rng.normal(0, 0.1, nterm)
+        padded = np.zeros(28)
+        padded[:nterm] = c
+        for xn, yn in rng.uniform(-1, 1, (20, 2)):
+            want = db.execute("SELECT z0_poly($c, $x, $y)", {"c": list(c), "x": xn, "y": yn})
+            # 1e-12: both sum <= 28 terms of size <= ~0.3 in double precision
+            assert abs(_z0(padded, xn, yn, order) - want.fetchone()[0]) < 1e-12, (order, xn, yn)
