@@ -148,6 +148,8 @@ def test_bad_input(tmp_path):
         reconstruct_colours(store)
     with pytest.raises(InputError, match="lcdb colours"):
         refine(store, options=QUIET)
+    with pytest.raises(ValueError, match="method must be 'compiled' or 'sql', got 'fast'"):
+        ColourJob(ColourConfig(), 5, method="fast")
 
 
 @pytest.mark.parametrize("hold_colour", [False, True])

@@ -125,11 +125,12 @@ class ColourJob:
     order: int
     hold_colour: bool = False
     name: str = "colours"
-    #: "compiled" (variability.colourfit: DuckDB scans, a kernel fits; ~1.5-2x faster) or "sql"
-    #: (sql/colours.sql and sql/magnitudes.sql, the reference it is tested against).
+    #: "compiled" (variability.colourfit: DuckDB scans, a kernel fits; 12.5 s against 16.1 s at
+    #: 10^8) or "sql" (sql/colours.sql and sql/magnitudes.sql, the reference it is tested against).
     method: str = "compiled"
     #: Units run one at a time (``in_process``), so they can be large: each costs ~30 ms of query
-    #: binding, and 8 M measurements keep the peak near 0.35 GB at 10^8 (bench/pipeline.py).
+    #: binding, and 8 M measurements keep the peak near 0.4 GB at 10^8 with the SQL, 0.77 GB
+    #: compiled (it holds the unit's points for the second pass) (bench/pipeline.py).
     target_rows: int = 8_000_000
     #: One query per unit, which DuckDB runs on all the workers' threads (lcdb.runner).
     in_process: ClassVar[bool] = True
