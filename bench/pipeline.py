@@ -6,8 +6,9 @@ varies, so its colours cannot be reconstructed), ingests it, then runs each stag
 process and prints its wall time, throughput and peak memory (ru_maxrss of that process, and for
 cluster the largest of the processes that ran its units: the pool's workers):
 kdmatch (the baseline of cluster: a k-d match of 10^7 detections to 10^6 positions),
-cluster (measurements/s, and as a ratio to kdmatch), calibrate (frames/s), colours-sql and colours
-(measurements/s: the SQL reference and the compiled fit), one refine iteration,
+cluster (measurements/s, and as a ratio to kdmatch), calibrate (frames/s), colours and
+colours-compiled (measurements/s: the SQL fit, the default, and the opt-in compiled one; the
+latter's first run after an install compiles its kernels, ~4 s), one refine iteration,
 find-variables (objects/s and measurements/s); then the light-curve latency by object.
 
 Usage: ``python bench/pipeline.py [--frames 1250 --stars 20000 --preset mmt] [--dir DIR]``.
@@ -65,11 +66,11 @@ elif stage == "aggregate":
 elif stage == "colours":
     from variability.colours import reconstruct_colours
     reconstruct_colours(store, options=opts)
-elif stage == "colours-sql":
-    # the same fit through sql/colours.sql, the reference of the compiled kernels
+elif stage == "colours-compiled":
+    # the same fit through variability.colourfit's kernels (opt-in: ColourJob.method)
     from variability.colours import ColourConfig, ColourJob
     from lcdb.runner import run_job
-    job = ColourJob(ColourConfig(), store.config.order, method="sql")
+    job = ColourJob(ColourConfig(), store.config.order, method="compiled")
     run_job(store, job, RunnerOptions(opts.workers, True, False))
 elif stage == "refine":
     from variability.refine import RefineConfig, refine
@@ -89,8 +90,8 @@ STAGES = (
     "cluster",
     "calibrate",
     "aggregate",
-    "colours-sql",
     "colours",
+    "colours-compiled",
     "refine",
     "find-variables",
 )
@@ -161,7 +162,7 @@ def _run_stages(store: Path, sim: Path, stages: list[str], jobs: int, n_meas: in
         r = run_stage(store, stage, jobs, sim)
         s = lcdb.open(store)
         extra = ""
-        if stage in ("ingest", "cluster", "colours", "colours-sql", "aggregate"):
+        if stage in ("ingest", "cluster", "colours", "colours-compiled", "aggregate"):
             extra = f"{n_meas / r['seconds'] / 1e6:.2f} M measurements/s"
         if stage == "aggregate":
             base = r["seconds"]
@@ -174,12 +175,12 @@ def _run_stages(store: Path, sim: Path, stages: list[str], jobs: int, n_meas: in
             extra += f" ({rate / kd_rate:.2f}x the k-d match; goal 1.07x)"
         if r.get("units_mb"):
             extra += f"; units' processes peak {r['units_mb']:.0f} MB"
-        if stage == "colours-sql":
+        if stage == "colours":
             sql_s = r["seconds"]
-        if stage in ("colours", "colours-sql") and base:
+        if stage in ("colours", "colours-compiled") and base:
             extra += f" ({base / r['seconds']:.2f}x the plain aggregation's rate)"
-        if stage == "colours" and sql_s:
-            extra += f"; {sql_s / r['seconds']:.2f}x the SQL fit"
+        if stage == "colours-compiled" and sql_s:
+            extra += f"; {sql_s / r['seconds']:.2f}x the SQL fit (stage colours)"
         elif stage == "calibrate":
             extra = f"{s.count('frames') / r['seconds']:.0f} frames/s"
         elif stage == "find-variables":
