@@ -210,7 +210,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 #: Parquet encodings per column: sorted int64 keys delta-encode far better than dictionary pages,
-#: and byte-stream-split lets zstd find the shared high bytes of neighbouring floats.
+#: and byte-stream-split lets the codec find the shared high bytes of neighbouring floats.
 PARQUET_ENCODINGS = {
     "healpix_29": "DELTA_BINARY_PACKED",
     # frame ids rise along a light curve (files sorted by object): 5x smaller than a dictionary
