@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 (pa.compute)
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lcdb.schema import PARQUET_ENCODINGS
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(tmp)
         table = _sample(args.store, args.files, work)
         if table["object_id"].null_count == len(table):  # not clustered: ~1.6" cells as objects
-            cells = pa.compute.shift_right(table["healpix_29"], 24)
+            cells = pc.shift_right(table["healpix_29"], 24)
             table = table.set_column(table.schema.get_field_index("object_id"), "object_id", cells)
         names = set(table.column_names)
         enc = {c: e for c, e in PARQUET_ENCODINGS.items() if c in names}
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                 n / _best(lambda path=path: con.sql(_AGGREGATE, params=[str(path)]).fetchall()),
             )
             base = base or rates
-            ratio = "  ".join(f"{r / b:.2f}x" for r, b in zip(rates, base))
+            ratio = "  ".join(f"{r / b:.2f}x" for r, b in zip(rates, base, strict=True))
             print(
                 f"{name:<7} write {rates[0] / 1e6:5.1f}  read {rates[1] / 1e6:5.1f}  "
                 f"DuckDB aggregate {rates[2] / 1e6:5.1f} M/s   "
