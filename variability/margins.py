@@ -86,9 +86,10 @@ class MarginJob:
         pixel = payload["pixel"]
         cells, targets, m = healpix.margin_targets(pixel, self.order, self.margin_deg)
         shift = 2 * (29 - m)
-        # Step 1: the few rows on a border cell (binary search of each row's cell).
-        idx = read_parquet(payload["files"], columns=["healpix_29"])["healpix_29"].to_numpy()
-        cell = idx >> shift
+        # Step 1: the few rows on a border cell (binary search of each row's cell). The columns
+        # are read once: a pass over healpix_29 alone, then the rows, decoded it twice.
+        det = read_parquet(payload["files"], columns=DET_COLUMNS)
+        cell = det["healpix_29"].to_numpy() >> shift
         first = np.searchsorted(cells, cell, side="left")
         count = np.searchsorted(cells, cell, side="right") - first
         rows = np.flatnonzero(count)
@@ -97,7 +98,7 @@ class MarginJob:
         src = np.repeat(rows, reps)
         offset = np.arange(src.size) - np.repeat(np.cumsum(reps) - reps, reps)
         target = targets[np.repeat(first[rows], reps) + offset]
-        table = _take_rows(payload["files"], src).append_column("target", pa.array(target))
+        table = det.take(pa.array(src)).append_column("target", pa.array(target))
         path = margin_path(root, pixel, payload["files"], self.margin_deg)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -105,13 +106,6 @@ class MarginJob:
             writer.write_table(table)
         tmp.replace(path)  # whole or absent: a resumed run never reads half a file
         return UnitOutput(key=key, stats={"margin_rows": float(table.num_rows)})
-
-
-def _take_rows(files: list[str], rows: np.ndarray) -> pa.Table:
-    """Rows ``rows`` (indices into the concatenation of ``files``) of the detection columns."""
-    if rows.size == 0:
-        return read_parquet(files[:1], columns=DET_COLUMNS).slice(0, 0)
-    return read_parquet(files, columns=DET_COLUMNS).take(pa.array(rows))
 
 
 def read_margin(
