@@ -305,7 +305,7 @@ def run_job(
         inside = own and _in_process(job)
         if inside:
             executor = _SerialExecutor()
-            _pin_unit_store(str(store.root), options.workers)
+            restore = _pin_unit_store(store, options.workers)
         elif own:
             executor = process_pool(options.workers) if options.workers > 1 else _SerialExecutor()
         bar = tqdm(total=len(todo), desc=job.name, unit="unit", disable=not options.progress)
@@ -335,23 +335,34 @@ def run_job(
             bar.close()
             if own:
                 executor.shutdown(wait=True, cancel_futures=True)
-            pinned = _PINNED.pop(str(store.root), None) if inside else None
-            if pinned is not None:
-                pinned.close()
+            if inside:
+                restore()
     store.refresh()
     return summary
 
 
-def _pin_unit_store(root: str, threads: int) -> None:
-    """Give the units of an in-process job one store with ``threads`` DuckDB threads.
+def _pin_unit_store(store: Store, threads: int) -> Callable[[], None]:
+    """Give the units of an in-process job the caller's store, on ``threads`` DuckDB threads;
+    returns the function that undoes it.
 
-    The store stays open for the whole job, across the runner's commits: it holds the snapshot the
-    job started from, and units read the files their job replaces through their payloads anyway.
+    The caller's store holds the snapshot the job's units were made from (a fresh one would cost
+    ~0.1 s of views), and the runner refreshes it only when the job ends; units read the files
+    their job replaces through their payloads anyway.
     """
-    store = Store(Path(root))
-    store.con.execute(f"SET threads = {int(threads)}")  # an int: nothing to inject
-    store.con.execute("SET parquet_metadata_cache = true")  # units re-read the same footers
+    con = store.con
+    before = con.sql("SELECT current_setting('threads'), current_setting('parquet_metadata_cache')")
+    old_threads, old_cache = before.fetchall()[0]
+    con.execute(f"SET threads = {int(threads)}")  # an int: nothing to inject
+    con.execute("SET parquet_metadata_cache = true")  # units re-read the same footers
+    root = str(store.root)
     _PINNED[root] = store
+
+    def restore() -> None:
+        _PINNED.pop(root, None)
+        con.execute(f"SET threads = {int(old_threads)}")
+        con.execute(f"SET parquet_metadata_cache = {'true' if old_cache else 'false'}")
+
+    return restore
 
 
 def _run_unit(job: Job, root: str, key: str, payload: Any) -> UnitOutput:

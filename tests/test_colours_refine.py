@@ -158,7 +158,7 @@ def test_compiled_fit_equals_the_sql(calibrated, hold_colour):
     give, unit by unit: same objects, same counts (clipping included), sums equal to 1e-9
     relative (only the order of the additions differs: ~1e-15 per term, over <= 10^3 terms)."""
     from lcdb.runner import unit_store
-    from variability.colours import colourfit
+    from variability import colourfit
 
     store, _sim = calibrated
     if hold_colour:
