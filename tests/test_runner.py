@@ -31,13 +31,19 @@ class _ThreadsJob:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_in_process_job_runs_here_on_the_workers_threads(tmp_path: Path, workers: int):
-    """An in-process job's units all run in this process, on one store with ``workers`` DuckDB
-    threads, across the runner's intermediate commits; the store is closed afterwards."""
+    """An in-process job's units all run in this process, on the caller's store with ``workers``
+    DuckDB threads, across the runner's intermediate commits; the caller's setting is restored
+    afterwards and the units' store released."""
+    from lcdb import runner
+
     store = lcdb.init_store(tmp_path / "s")
+    store.con.execute("SET threads = 3")  # neither 1 nor 2: the restored value is the caller's
     job = _ThreadsJob(5)
     summary = run_job(store, job, RunnerOptions(workers=workers, progress=False, commit_every=2))
     assert summary.units == 5
     assert summary.stats == {f"pid={os.getpid()}": 5.0, f"threads={workers}": 5.0}
+    assert store.sql("SELECT current_setting('threads') AS t")["t"][0].as_py() == 3
+    assert str(store.root) not in runner._PINNED
     # complete: its resume markers went with the last commit
     assert lcdb.open(tmp_path / "s").manifest.jobs.get("probe", []) == []
 

@@ -159,3 +159,22 @@ def test_good_flags_ignore_only_salt_and_pepper(store):
     assert got == {"a": True, "b": True, "c": False, "d": False}
     # The SQL mask and the Python one are the same bits.
     assert int(REJECT) == 1019 and not REJECT & Flag.SALT_PEPPER
+
+
+def test_refresh_repoints_the_views_on_the_same_connection(store, frames_dir):
+    """After writes, Store.refresh keeps its DuckDB connection and the views (base relations and
+    the views of sql/views.sql on top of them) see exactly the new files: rows ingested later
+    are counted, and files a compaction deleted are never read again (reading one would fail)."""
+    con = store.con
+    assert store.sql("SELECT count(*) AS n FROM measurements")["n"][0].as_py() == 0
+    ingest_paths(store, [frames_dir])
+    n = store.count("measurements")
+    assert n > 0 and store.con is con
+    assert store.sql("SELECT count(*) AS n FROM measurements")["n"][0].as_py() == n
+    old = set(store.files("measurements"))
+    compact(store, progress=False)
+    assert not any(Path(p).exists() for p in old - set(store.files("measurements")))
+    assert store.con is con
+    assert store.sql("SELECT count(*) AS n FROM measurements")["n"][0].as_py() == n
+    frames = store.sql("SELECT count(*) AS n FROM frames WHERE n_meas > 0")["n"][0].as_py()
+    assert frames == store.count("frames")
