@@ -289,6 +289,27 @@ def run_job(
 ) -> JobSummary:
     """Run every unfinished unit of ``job`` and commit their outputs; returns the totals."""
     options = options or RunnerOptions()
+    own = executor is None
+    inside = own and _in_process(job)
+    if own and not inside and options.workers > 1:
+        # started before the units are made: the fork server imports (~1 s) while job.units
+        # runs (calibrate's splits its stars by frame, ~1 s at 10^7 measurements)
+        executor = process_pool(options.workers)
+    try:
+        return _run(store, job, options, executor, inside)
+    finally:
+        if own and executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _run(
+    store: Store,
+    job: Job,
+    options: RunnerOptions,
+    executor: Executor | None,
+    inside: bool,
+) -> JobSummary:
+    """:func:`run_job` on the given executor (``None``: serial, here)."""
     summary = JobSummary(job=job.name)
     with manifest.transaction(store.root) as tx:
         if options.restart:
@@ -301,13 +322,11 @@ def run_job(
             _log.info(
                 "%s: resuming, %d of %d unit(s) already done", job.name, summary.resumed, len(units)
             )
-        own = executor is None
-        inside = own and _in_process(job)
         if inside:
             executor = _SerialExecutor()
             restore = _pin_unit_store(store, options.workers)
-        elif own:
-            executor = process_pool(options.workers) if options.workers > 1 else _SerialExecutor()
+        elif executor is None:
+            executor = _SerialExecutor()
         bar = tqdm(total=len(todo), desc=job.name, unit="unit", disable=not options.progress)
         pending_commit = 0
         try:
@@ -333,8 +352,6 @@ def run_job(
             tx.delete_superseded()
         finally:
             bar.close()
-            if own:
-                executor.shutdown(wait=True, cancel_futures=True)
             if inside:
                 restore()
     store.refresh()
