@@ -96,13 +96,12 @@ class AssignJob:
             obj_id = np.where(keep, space[np.minimum(rank, space.size - 1)], -1)
         col = pa.array(obj_id, pa.int64(), mask=obj_id < 0)
         data = data.set_column(data.schema.get_field_index("object_id"), "object_id", col)
-        data = data.take(pa.array(order))
         out = UnitOutput(key=key, stats=stats)
         root_path = layout_root(root)
         for path in payload["own"]:
             out.remove.append(("measurements", str(layout_relpath(root_path, path))))
         new = layout.new_partition_file(root_path, "measurements", payload["pixel"], "k")
-        write_parquet(data, new)
+        write_parquet(data, new, order=order)  # sorted by (object, time), a slice at a time
         extra = {"fmin": int(frame.min()), "fmax": int(frame.max()), "sorted": "object"}
         out.add.append(("measurements", str(new), data.num_rows, extra))
         return out
