@@ -377,7 +377,8 @@ def _pin_unit_store(store: Store, threads: int) -> Callable[[], None]:
     def restore() -> None:
         _PINNED.pop(root, None)
         con.execute(f"SET threads = {int(old_threads)}")
-        con.execute(f"SET parquet_metadata_cache = {'true' if old_cache else 'false'}")
+        cache = str(old_cache).lower() in ("true", "1")  # a bool, or its text in some versions
+        con.execute(f"SET parquet_metadata_cache = {'true' if cache else 'false'}")
 
     return restore
 

@@ -87,7 +87,7 @@ class MarginJob:
         cells, targets, m = healpix.margin_targets(pixel, self.order, self.margin_deg)
         shift = 2 * (29 - m)
         # Step 1: the few rows on a border cell (binary search of each row's cell). The columns
-        # are read once: a pass over healpix_29 alone, then the rows, decoded it twice.
+        # are read once (reading healpix_29 alone first, then the rows, decoded it twice).
         det = read_parquet(payload["files"], columns=DET_COLUMNS)
         cell = det["healpix_29"].to_numpy() >> shift
         first = np.searchsorted(cells, cell, side="left")
