@@ -125,6 +125,42 @@ def test_incremental_clustering_keeps_ids(tmp_path, survey):
     assert score.purity >= 0.995 and score.completeness >= 0.995, score
 
 
+def test_summary_from_partial_sums_equals_the_scan(tmp_path, survey, monkeypatch):
+    """Both runs of an incremental clustering (the second keeps earlier assignments) take n_obs
+    and mean positions from the assignment's partial sums, not a scan; a scan of the store
+    (the fallback) gives the same objects; the sums' scratch directory is dropped."""
+    import variability.cluster as vc
+    from variability import margins
+    from variability.assign import SUMMARY_SCRATCH
+
+    seen = []
+    real = vc.summarise_objects
+
+    def spy(store, partials=None):
+        seen.append(partials)
+        return real(store, partials)
+
+    monkeypatch.setattr(vc, "summarise_objects", spy)
+    files = sorted((survey / "frames").glob("*.parquet"))
+    store = lcdb.init_store(tmp_path / "store")
+    load_refcat(store, survey / "refcat.parquet")
+    for batch in (files[:40], files[40:]):
+        ingest_paths(store, batch, ING)
+        cluster(store, _config(store), QUIET)
+    assert len(seen) == 2 and all(seen)
+    assert len(seen[-1]) == len(store.files("measurements"))
+    assert not margins.scratch_dir(store.root, SUMMARY_SCRATCH).exists()
+    query = "SELECT object_id, n_obs, ra, dec FROM objects ORDER BY object_id"
+    got = store.pl(query)
+    real(store)  # the scan
+    want = store.pl(query)
+    assert got["object_id"].equals(want["object_id"]) and got["n_obs"].equals(want["n_obs"])
+    sep = 3600 * healpix.angular_separation_deg(
+        got["ra"].to_numpy(), got["dec"].to_numpy(), want["ra"].to_numpy(), want["dec"].to_numpy()
+    )
+    assert sep.max() < 1e-6  # sums in another order: rounding of ~1e-14 deg
+
+
 def test_clustering_without_refcat(tmp_path, survey):
     store = _store(tmp_path, survey)
     cluster(store, _config(store), QUIET)
@@ -352,6 +388,45 @@ def test_mean_positions_across_ra_0_and_around_the_pole():
     sep = 3600 * healpix.angular_separation_deg(got_ra, got_dec, want_ra, want_dec)
     # second order in the 3" spread: well below 1 mas; a plain mean of ra would miss by degrees
     assert sep.max() < 1e-3, sep
+    _check_partial_sums_equal_the_scan(ra, dec, oid, stats, rng)
+
+
+def _check_partial_sums_equal_the_scan(ra, dec, oid, stats, rng) -> None:
+    """sql/object_positions_partial.sql over the per-partition sums of the assignment
+    (assign._partial_sums; rows split at random over three partitions, each with unassigned
+    rows and the assigned ones ordered by object as order_by_object leaves them) gives what
+    sql/object_positions.sql gives by scanning the rows."""
+    import tempfile
+
+    import duckdb
+    import pyarrow as pa
+
+    from lcdb import sqlfiles
+    from lcdb.tableio import write_parquet
+    from variability.assign import _partial_sums
+
+    part = rng.integers(0, 3, ra.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for p in range(3):
+            rows = np.flatnonzero(part == p)
+            extra = rng.integers(0, rows.size, 7)  # unassigned rows of the partition
+            r, d = np.r_[ra[rows], ra[extra]], np.r_[dec[rows], dec[extra]]
+            obj = np.r_[oid[rows], np.full(extra.size, -1)]
+            order = np.r_[np.flatnonzero(obj >= 0)[np.argsort(obj[obj >= 0], kind="stable")],
+                          np.flatnonzero(obj < 0)]  # fmt: skip
+            files.append(str(Path(tmp) / f"p{p}.parquet"))
+            write_parquet(_partial_sums(obj, order, r, d), Path(files[-1]))
+        con = duckdb.connect()
+        query = sqlfiles.load("object_positions_partial")
+        got = con.sql(query, params={"files": files}).to_arrow_table().sort_by("object_id")
+    assert got["object_id"].equals(stats["object_id"]) and got["n"].equals(stats["n"])
+    assert got["n_polar"].to_pylist() == stats["n_polar"].to_pylist()
+    for col in ("ra_mean", "dec_mean", "ra_span", "ra_w", "ux", "uy", "uz"):
+        a = pa.compute.fill_null(got[col], np.nan).to_numpy()
+        b = pa.compute.fill_null(stats[col], np.nan).to_numpy()
+        # sums of <= 50 doubles in another order: equal to ~1e-13 of the values (<= 360)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10, err_msg=col)
 
 
 @settings(max_examples=100, deadline=None)
