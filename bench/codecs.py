@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lcdb.schema import PARQUET_ENCODINGS
-from lcdb.tableio import ROW_GROUP_ROWS
+from lcdb.tableio import ROW_GROUP_ROWS, parquet_options
 
 _CODECS = {"zstd-1": ("zstd", 1), "lz4": ("lz4", None), "snappy": ("snappy", None)}
 
@@ -53,6 +52,8 @@ def _sample(store: Path | None, n_files: int, work: Path) -> pa.Table:
         lcdb.init_store(store)
         ingest_paths(lcdb.open(store), [work / "sim" / "frames"], IngestOptions(progress=False))
     files = sorted((store / "measurements").rglob("*.parquet"), key=lambda p: p.stat().st_size)
+    if not files:
+        raise SystemExit(f"{store}: no measurement files (not an lcdb store, or an empty one)")
     return pa.concat_tables(pq.read_table(f, partitioning=None) for f in files[-n_files:])
 
 
@@ -67,9 +68,6 @@ def main(argv: list[str] | None = None) -> None:
         if table["object_id"].null_count == len(table):  # not clustered: ~1.6" cells as objects
             cells = pc.shift_right(table["healpix_29"], 24)
             table = table.set_column(table.schema.get_field_index("object_id"), "object_id", cells)
-        names = set(table.column_names)
-        enc = {c: e for c, e in PARQUET_ENCODINGS.items() if c in names}
-        dictionary = [c for c in table.column_names if c not in enc]
         con = duckdb.connect()
         con.execute("SET threads = 2")
         n = table.num_rows
@@ -79,16 +77,8 @@ def main(argv: list[str] | None = None) -> None:
             path = work / f"{name}.parquet"
 
             def write(path=path, codec=codec, level=level) -> None:
-                pq.write_table(
-                    table,
-                    path,
-                    compression=codec,
-                    compression_level=level,
-                    use_dictionary=dictionary,
-                    column_encoding=enc,
-                    row_group_size=ROW_GROUP_ROWS,
-                    write_statistics=True,
-                )
+                options = parquet_options(table, codec, level)
+                pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, **options)
 
             rates = (
                 n / _best(write),

@@ -20,7 +20,7 @@ MANIFEST = "_manifest.json"
 LOCK = ".lock"
 TMP_DIR = "_tmp"
 #: A scratch directory of TMP_DIR holding this file survives garbage collection (its job
-#: deletes it when done; margin files of `lcdb cluster`).
+#: deletes it when done; margin files and partial sums of `lcdb cluster`).
 KEEP_MARKER = ".keep"
 JOBS_DIR = "_jobs"
 PARTITION_KEY = "pixel"
@@ -59,6 +59,20 @@ def pixel_of(relpath: str) -> int | None:
 def job_dir(root: Path, job: str) -> Path:
     """Folder of the resume markers of one job."""
     return root / JOBS_DIR / job
+
+
+def scratch_dir(root: Path | str, name: str) -> Path:
+    """Folder of a job's scratch files, inside TMP_DIR."""
+    return Path(root) / TMP_DIR / name
+
+
+def keep_scratch(root: Path | str, name: str) -> Path:
+    """Create a scratch folder that garbage collection spares (it holds KEEP_MARKER) until its
+    job deletes it."""
+    d = scratch_dir(root, name)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / KEEP_MARKER).touch()
+    return d
 
 
 def all_dirs(root: Path) -> list[Path]:

@@ -35,17 +35,7 @@ def write_parquet(
     :meth:`lcdb.manifest.Transaction.commit` makes every added file durable before publishing it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = set(table.column_names)
-    encodings = {c: e for c, e in PARQUET_ENCODINGS.items() if c in names}
-    options = {
-        # LZ4 rather than zstd level 1: 2% larger measurement files, 1.44x faster to write with
-        # pyarrow and 1.14x faster to aggregate with DuckDB (bench/codecs.py); the store is
-        # rewritten by every clustering and scanned by every job, so speed wins over 2%.
-        "compression": COMPRESSION,
-        "use_dictionary": [c for c in table.column_names if c not in encodings],
-        "column_encoding": encodings or None,
-        "write_statistics": True,
-    }
+    options = parquet_options(table)
     if order is None:
         pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, **options)
     else:
@@ -58,6 +48,25 @@ def write_parquet(
     if fsync:
         fsync_file(path)
     return path.stat().st_size
+
+
+def parquet_options(
+    table: pa.Table, compression: str = COMPRESSION, level: int | None = None
+) -> dict:
+    """The writer options of the store's files for ``table``'s columns (bench/codecs.py varies
+    ``compression`` and ``level`` only)."""
+    encodings = {c: e for c, e in PARQUET_ENCODINGS.items() if c in set(table.column_names)}
+    return {
+        # LZ4 rather than zstd level 1: 2% larger measurement files, 1.4-1.8x faster to write
+        # with pyarrow and 1.1-1.3x faster to aggregate with DuckDB (bench/codecs.py, 8 files of
+        # a 10^7 store, four runs; snappy is as fast and 5% larger). The store is rewritten by
+        # every clustering and scanned by every job, so speed wins over 2%.
+        "compression": compression,
+        "compression_level": level,
+        "use_dictionary": [c for c in table.column_names if c not in encodings],
+        "column_encoding": encodings or None,
+        "write_statistics": True,
+    }
 
 
 def read_parquet(paths: list[str] | list[Path], columns: list[str] | None = None) -> pa.Table:

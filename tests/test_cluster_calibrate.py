@@ -130,7 +130,7 @@ def test_summary_from_partial_sums_equals_the_scan(tmp_path, survey, monkeypatch
     and mean positions from the assignment's partial sums, not a scan; a scan of the store
     (the fallback) gives the same objects; the sums' scratch directory is dropped."""
     import variability.cluster as vc
-    from variability import margins
+    from lcdb import layout
     from variability.assign import SUMMARY_SCRATCH
 
     seen = []
@@ -149,7 +149,7 @@ def test_summary_from_partial_sums_equals_the_scan(tmp_path, survey, monkeypatch
         cluster(store, _config(store), QUIET)
     assert len(seen) == 2 and all(seen)
     assert len(seen[-1]) == len(store.files("measurements"))
-    assert not margins.scratch_dir(store.root, SUMMARY_SCRATCH).exists()
+    assert not layout.scratch_dir(store.root, SUMMARY_SCRATCH).exists()
     query = "SELECT object_id, n_obs, ra, dec FROM objects ORDER BY object_id"
     got = store.pl(query)
     real(store)  # the scan

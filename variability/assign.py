@@ -4,6 +4,7 @@ n_obs and mean positions from those sums."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from lcdb.runner import UnitOutput
 from lcdb.store import Store
 from lcdb.tableio import read_parquet, write_parquet
 from lcdb.tables import rewrite_files
-from variability import margins, matching
+from variability import matching
 from variability.unit_inputs import (
     frame_index,
     layout_relpath,
@@ -31,14 +32,17 @@ from variability.unit_inputs import (
 if TYPE_CHECKING:
     from variability.cluster import ClusterConfig
 
+_log = logging.getLogger(__name__)
 
-#: The scratch directory (variability/margins.py) of the assignment's partial sums.
+
+#: The scratch directory (lcdb.layout.scratch_dir) of the assignment's partial sums.
 SUMMARY_SCRATCH = "cluster-summary"
 
 
 def partial_path(root: Path | str, measurement_file: str | Path) -> Path:
-    """The partial sums the assignment wrote beside the measurement file it rewrote."""
-    return margins.scratch_dir(root, SUMMARY_SCRATCH) / f"{Path(measurement_file).stem}.parquet"
+    """The partial sums the assignment wrote for the measurement file it rewrote (file names
+    are unique across partitions: lcdb.layout.new_partition_file)."""
+    return layout.scratch_dir(root, SUMMARY_SCRATCH) / f"{Path(measurement_file).stem}.parquet"
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,11 @@ def partial_files(store: Store) -> list[str] | None:
     """The partial sums of every live measurement file, or None if one lacks them (its
     partition was rewritten by something else than this run's assignment)."""
     paths = [partial_path(store.root, f) for f in store.files("measurements")]
-    return [str(p) for p in paths] if all(p.exists() for p in paths) else None
+    missing = sum(not p.exists() for p in paths)
+    if missing:
+        _log.info("cluster summary: %d file(s) without partial sums; scanning the store", missing)
+        return None
+    return [str(p) for p in paths]
 
 
 def summarise_objects(store: Store, partials: list[str] | None = None) -> int:

@@ -87,7 +87,7 @@ class CalibrateJob:
         frames = store.sql("SELECT frame_id, naxis1, naxis2 FROM _frames ORDER BY frame_id")
         ids = frames["frame_id"].to_numpy()
         n = self.config.frames_per_unit
-        scratch = store.root / layout.TMP_DIR / self.name
+        scratch = layout.scratch_dir(store.root, self.name)
         scratch.mkdir(parents=True, exist_ok=True)
         query = sqlfiles.load(f"calibration_stars_{self.config.reference}")
         writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
@@ -256,7 +256,7 @@ def calibrate(
     check_ready(store, config.reference)
     job = CalibrateJob(config)
     summary = run_job(store, job, options or RunnerOptions())
-    shutil.rmtree(store.root / layout.TMP_DIR / job.name, ignore_errors=True)
+    shutil.rmtree(layout.scratch_dir(store.root, job.name), ignore_errors=True)
     info = store.sql("SELECT frame_id, channel, filter, exptime, n_meas FROM _frames").to_pylist()
     frames = {r["frame_id"]: ((r["channel"], r["filter"], r["exptime"]), r["n_meas"]) for r in info}
     with manifest.transaction(store.root) as tx:

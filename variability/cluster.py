@@ -31,6 +31,7 @@ for refcat stars, the first centroid for the others): unique, deterministic for 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -370,7 +371,7 @@ def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None =
     pool = process_pool(options.workers) if options.workers > 1 else None
     try:
         margins.prepare(store.root)
-        margins.prepare(store.root, SUMMARY_SCRATCH)
+        layout.keep_scratch(store.root, SUMMARY_SCRATCH)
         margin_job = margins.MarginJob(config.order, config.margin_radii * config.radius_deg)
         s0: JobSummary = run_job(store, margin_job, options, executor=pool)
         s1: JobSummary = run_job(store, ObjectsJob(config), options, executor=pool)
@@ -380,7 +381,7 @@ def cluster(store: Store, config: ClusterConfig, options: RunnerOptions | None =
             pool.shutdown(wait=True, cancel_futures=True)
     margins.drop(store.root)
     n_objects = summarise_objects(store, partial_files(store))
-    margins.drop(store.root, SUMMARY_SCRATCH)
+    shutil.rmtree(layout.scratch_dir(store.root, SUMMARY_SCRATCH), ignore_errors=True)
     summary = {
         "objects": n_objects,
         "objects_new": int(s1.stats.get("objects_new", 0)),

@@ -39,10 +39,9 @@ DET_COLUMNS = ["frame_id", "healpix_29", "ra", "dec", "object_id"]
 _NAME = "cluster-margins"
 
 
-def scratch_dir(root: Path | str, name: str = _NAME) -> Path:
-    """Where the margin files (or another scratch ``name``) of a clustering run live (dropped
-    when the run completes)."""
-    return Path(root) / layout.TMP_DIR / name
+def scratch_dir(root: Path | str) -> Path:
+    """Where the margin files of a clustering run live (dropped when the run completes)."""
+    return layout.scratch_dir(root, _NAME)
 
 
 def fingerprint(files: list[str], margin_deg: float) -> str:
@@ -57,16 +56,14 @@ def margin_path(root: Path | str, pixel: int, files: list[str], margin_deg: floa
     return scratch_dir(root) / f"pixel={pixel}-{fingerprint(files, margin_deg)}.arrow"
 
 
-def prepare(root: Path | str, name: str = _NAME) -> None:
+def prepare(root: Path | str) -> None:
     """Create the scratch directory with the marker that keeps it across transactions."""
-    d = scratch_dir(root, name)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / layout.KEEP_MARKER).touch()
+    layout.keep_scratch(root, _NAME)
 
 
-def drop(root: Path | str, name: str = _NAME) -> None:
+def drop(root: Path | str) -> None:
     """Delete the margin files (the clustering run they served is complete)."""
-    shutil.rmtree(scratch_dir(root, name), ignore_errors=True)
+    shutil.rmtree(scratch_dir(root), ignore_errors=True)
 
 
 @dataclass(frozen=True)
