@@ -159,3 +159,20 @@ def test_kernels_take_read_only_arrays_and_refuse_unknown_ranks():
     assert keep.all()
     with pytest.raises(ValueError, match="frame_rank"):
         matching.order_by_object(np.array([0, 0]), np.array([0, -1]), np.zeros(2), 1, 2)
+
+
+@given(
+    st.lists(st.floats(0, 360, exclude_max=True), min_size=1, max_size=50),
+    st.lists(st.floats(0, 360, exclude_max=True), min_size=1, max_size=50),
+)
+def test_wrap180_is_the_modulo_wrap(a: list[float], b: list[float]):
+    """The fast ra-difference wrap gives the modulo formula's value (both ends of -180..180 name
+    the same offset, so they compare equal through their cosine and sine)."""
+    n = min(len(a), len(b))
+    d = np.array(a[:n]) - np.array(b[:n])
+    ref = (d + 540.0) % 360.0 - 180.0
+    got = matching.wrap180(d.copy())
+    assert np.all(np.abs(got) <= 180.0)
+    # equal offsets on the circle; 1e-9 deg: the modulo formula rounds (x + 540) once
+    assert np.allclose(np.cos(np.radians(got)), np.cos(np.radians(ref)), atol=1e-9)
+    assert np.allclose(np.sin(np.radians(got)), np.sin(np.radians(ref)), atol=1e-9)

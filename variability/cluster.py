@@ -239,7 +239,7 @@ def _centroids(
     ok = member >= 0
     m = member[ok]
     s_ra, s_dec = ra[seed], dec[seed]
-    d_ra = (ra[ok] - s_ra[m] + 540.0) % 360.0 - 180.0
+    d_ra = matching.wrap180(ra[ok] - s_ra[m])
     d_dec = dec[ok] - s_dec[m]
     n = np.bincount(m, minlength=seed.size)
     with np.errstate(invalid="ignore", divide="ignore"):
