@@ -20,7 +20,8 @@ The outputs are the columns the SQL returns, so :func:`variability.colours.solve
 ``solve_magnitudes`` serve both.
 
 Measured (bench/pipeline.py, stages colours-sql and colours in one run): at 10^8, 0.97x, 1.12x and
-1.39x the SQL's speed over three runs, 1.03x at 10^7, for a peak of 0.77 GB against 0.46-0.48 GB.
+1.39x the SQL's speed over three runs, 0.66-1.03x at 10^7 (0.66x in the two latest runs,
+where the SQL ran at 0.35-0.42x the aggregation), for a peak of 0.77 GB against 0.46-0.48 GB.
 The kernels are cheap (per 10^7 unit of 6.2 M rows: points 0.23 s, fits 0.05 s); DuckDB's scan of
 the rows into Arrow is not (0.43 s, against 0.32 s for a plain aggregation of the same rows), so
 this design cannot go much past 0.5x of that aggregation. The SQL therefore stays the default

@@ -126,7 +126,7 @@ class ColourJob:
     name: str = "colours"
     #: "sql" (sql/colours.sql and sql/magnitudes.sql) or "compiled" (variability.colourfit:
     #: DuckDB scans, a kernel fits; equal results). Same-run benches at 10^8 put the compiled fit
-    #: at 0.97-1.39x the SQL's speed (median 1.12x; 1.03x at 10^7) for 1.6x its peak memory
+    #: at 0.97-1.39x the SQL's speed (median 1.12x; 0.66-1.03x at 10^7) for 1.6x its peak memory
     #: (0.77 GB): not enough to make it the default.
     method: str = "sql"
     #: Units run one at a time (``in_process``), so they can be large: each costs ~30 ms of query
