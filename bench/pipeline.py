@@ -5,7 +5,7 @@ frames of 20,000 stars, ~10^7 measurements; the Mini-SiTian preset's g-band colo
 varies, so its colours cannot be reconstructed), ingests it, then runs each stage in its own
 process and prints its wall time (its modules imported first, like the baseline's; the import
 time is printed apart), throughput and peak memory (ru_maxrss of that process, and for
-cluster the largest of the processes that ran its units: the pool's workers):
+cluster the largest of the processes that ran its units: this one on threads, else the workers):
 kdmatch (the baseline of cluster: a k-d match of 10^7 detections to 10^6 positions),
 cluster (measurements/s, and as a ratio to kdmatch), calibrate (frames/s), colours and
 colours-compiled (measurements/s: the SQL fit, the default, and the opt-in compiled one; the
@@ -186,7 +186,7 @@ def _run_stages(store: Path, sim: Path, stages: list[str], jobs: int, n_meas: in
             rate = n_meas / r["seconds"]
             extra += f" ({rate / kd_rate:.2f}x the k-d match; goal 1.07x)"
         if r.get("units_mb"):
-            extra += f"; units' processes peak {r['units_mb']:.0f} MB"
+            extra += f"; units' peak {r['units_mb']:.0f} MB"
         if stage == "colours":
             sql_s = r["seconds"]
         if stage in ("colours", "colours-compiled") and base:

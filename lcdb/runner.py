@@ -24,7 +24,14 @@ import os
 import resource
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -164,6 +171,14 @@ def process_pool(workers: int) -> Executor:
     return _WarmingPool(ProcessPoolExecutor(workers, mp_context=ctx), workers)
 
 
+def thread_pool(workers: int) -> Executor:
+    """A pool of ``workers`` threads of this process, for a job whose units spend most of their
+    time in code that releases the GIL (pyarrow, numpy, numba's ``nogil`` kernels, scipy's
+    trees): no worker processes to start, no payloads to pickle. ``lcdb cluster`` uses it on
+    few cores (variability.cluster.THREAD_WORKERS)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="lcdb-unit")
+
+
 class _SerialExecutor(Executor):
     """Runs each submitted call at once, in this process."""
 
@@ -253,16 +268,18 @@ def object_units(store: Store, target_rows: int = 2_000_000) -> list[tuple[str, 
     return out
 
 
-_UNIT_STORES: dict[str, tuple[int, tuple[int, int], Store]] = {}
+#: Per thread (units may run on a :func:`thread_pool`): root -> (pid, manifest key, store).
+_UNIT_STORES = threading.local()
 #: The store the units of an in-process job share while it runs (root -> store).
 _PINNED: dict[str, Store] = {}
 
 
 def unit_store(root: str) -> Store:
-    """The store at ``root`` for a unit, shared by the units a process runs.
+    """The store at ``root`` for a unit, shared by the units a thread runs.
 
     Opening a store (a DuckDB connection and its views) costs ~0.1 s, as much as a small unit's
-    work, so each process keeps one and reopens it only when the manifest changed (the runner
+    work, so each process (each thread: a connection runs one query at a time) keeps one and
+    reopens it only when the manifest changed (the runner
     commits every few units). A unit must read the files its own job replaces through the file
     lists of its payload, never through the views. A store inherited through ``fork`` is left
     alone: its DuckDB connection belongs to the parent (closing it in the child crashes).
@@ -271,13 +288,14 @@ def unit_store(root: str) -> Store:
         return _PINNED[root]
     path = Path(root) / layout.MANIFEST
     key = (path.stat().st_mtime_ns, manifest.Manifest.load(Path(root)).version)
-    cached = _UNIT_STORES.get(root)
+    stores = _UNIT_STORES.__dict__  # this thread's
+    cached = stores.get(root)
     if cached is not None and cached[0] == os.getpid():
         if cached[1] == key:
             return cached[2]
         cached[2].close()
     store = Store(Path(root))
-    _UNIT_STORES[root] = (os.getpid(), key, store)
+    stores[root] = (os.getpid(), key, store)
     return store
 
 

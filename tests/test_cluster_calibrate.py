@@ -20,7 +20,7 @@ from lcdb.sim import truth
 from lcdb.sim.survey import SurveyConfig, simulate_survey
 from variability import matching
 from variability.calibrate import CalibrateConfig, calibrate
-from variability.cluster import AssignJob, ClusterConfig, ObjectsJob, cluster
+from variability.cluster import THREAD_WORKERS, AssignJob, ClusterConfig, ObjectsJob, cluster
 from variability.photcal import FitConfig
 
 QUIET = RunnerOptions(progress=False)
@@ -101,11 +101,16 @@ def test_clustering_purity_completeness_and_stable_ids(tmp_path, survey):
     )
     assert objs["object_id"].n_unique() == len(objs)
     assert (objs["owner"] == objs["pixel"]).all()
-    # Re-running from scratch on the same data gives identical ids and assignments.
-    before = store.pl("SELECT frame_id, healpix_29, object_id FROM measurements ORDER BY 1, 2")
-    cluster(store, _config(store, rebuild=True), QUIET)
-    after = store.pl("SELECT frame_id, healpix_29, object_id FROM measurements ORDER BY 1, 2")
-    assert before.equals(after)
+    # Re-running from scratch on the same data gives identical ids and assignments, whether the
+    # units run here (1 worker), on threads (2) or in worker processes (3).
+    query = "SELECT frame_id, healpix_29, object_id FROM measurements ORDER BY 1, 2"
+    before = store.pl(query)
+    objects = store.pl("SELECT * FROM objects ORDER BY object_id")
+    assert THREAD_WORKERS == 2
+    for workers in (1, 2, 3):
+        cluster(store, _config(store, rebuild=True), RunnerOptions(workers, progress=False))
+        assert before.equals(store.pl(query)), workers
+        assert objects.equals(store.pl("SELECT * FROM objects ORDER BY object_id")), workers
 
 
 def test_incremental_clustering_keeps_ids(tmp_path, survey):

@@ -81,3 +81,33 @@ def test_pool_runs_units_here_until_its_workers_are_up_then_in_them(tmp_path: Pa
     assert summary.units == 6 and f"pid={os.getpid()}" not in summary.stats
     # ru_maxrss of a Python worker that imported numpy and pyarrow: tens of MB at least
     assert summary.peak_rss_mb > 20
+
+
+def test_units_on_a_thread_pool_get_a_store_each(tmp_path: Path):
+    """A DuckDB connection runs one query at a time, so units on a thread pool must not share
+    one: each thread keeps its own store (and reuses it), and all see the same committed rows."""
+    from concurrent.futures import wait
+
+    from lcdb.runner import thread_pool
+
+    root = str(lcdb.init_store(tmp_path / "s").root)
+
+    def probe(_: int) -> tuple[int, int]:
+        first, again = unit_store(root), unit_store(root)
+        assert first is again  # reused within the thread
+        n = first.sql("SELECT count(*) AS n FROM measurements")["n"][0].as_py()
+        return id(first), n
+
+    pool = thread_pool(2)
+    try:
+        # two units that wait for each other run on two threads at once
+        import threading
+
+        barrier = threading.Barrier(2, timeout=30)
+        futures = [pool.submit(lambda i=i: (barrier.wait(), probe(i))[1]) for i in range(2)]
+        wait(futures)
+        results = [f.result() for f in futures]
+    finally:
+        pool.shutdown()
+    assert results[0][0] != results[1][0]
+    assert results[0][1] == results[1][1] == 0
