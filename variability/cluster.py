@@ -156,7 +156,7 @@ def _read_margin(files: list[str], ring: np.ndarray, m: int) -> list[pa.Table]:
             groups.append(g)
         if not groups:
             continue
-        t = pf.read_row_groups(groups, columns=_DET_COLUMNS)
+        t = pf.read_row_groups(groups, columns=_DET_COLUMNS, use_threads=False)  # tableio.read_file
         coarse = t.column("healpix_29").to_numpy() >> shift
         pos = np.clip(np.searchsorted(ring, coarse), 0, ring.size - 1)
         out.append(t.filter(pa.array(ring[pos] == coarse)))  # ring is sorted: binary search
