@@ -105,7 +105,8 @@ class RunnerOptions:
     Parameters
     ----------
     workers : int
-        Worker processes (1: run in this process).
+        Units run in parallel (1: one at a time, in this process): worker processes, or the
+        threads of a :func:`thread_pool` where the job passes one (``lcdb cluster``).
     restart : bool
         Ignore the resume markers of an earlier, interrupted run.
     progress : bool

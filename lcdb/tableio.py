@@ -83,10 +83,11 @@ def read_file(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     measurement files, 2x on its small objects files (the cluster steps read ~2,000 files at
     10^7 measurements).
 
-    Decoded on the calling thread: the units calling this run two at a time already, and Arrow's
-    own pool then only contends with them. Reading the 415 files of a 10^7 store took 0.46 s this
-    way against 0.62 s on Arrow's pool serially and 2.49 s from two threads at once; the largest
-    partition of a 10^8 store (4.4 M rows, one file) 0.42 s against 0.65 s; ``lcdb cluster`` on
-    threads, 10^7: 6.7-7.2 s against 7.2-7.7 s (three alternating runs each)."""
+    Decoded on the calling thread: its callers are mostly job units, already one per core, and
+    Arrow's own pool then only contends with them (it is slower serially too). Reading the 415
+    files of a 10^7 store took 0.46 s this way against 0.62 s on Arrow's pool serially and 2.49 s
+    from two threads at once; the largest partition of a 10^8 store (4.4 M rows, one file) 0.42 s
+    against 0.65 s; ``lcdb cluster`` on threads, 10^7: 6.7-7.2 s against 7.2-7.7 s
+    (three alternating runs each)."""
     with pq.ParquetFile(path) as f:
         return f.read(columns=columns, use_threads=False)

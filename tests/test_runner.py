@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -10,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 import lcdb
-from lcdb.runner import RunnerOptions, UnitOutput, run_job, unit_store
+from lcdb.runner import RunnerOptions, UnitOutput, run_job, thread_pool, unit_store
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,11 @@ def test_pool_runs_units_here_until_its_workers_are_up_then_in_them(tmp_path: Pa
 def test_units_on_a_thread_pool_get_a_store_each(tmp_path: Path):
     """A DuckDB connection runs one query at a time, so units on a thread pool must not share
     one: each thread keeps its own store (and reuses it), and all see the same committed rows."""
-    from concurrent.futures import wait
-
-    from lcdb.runner import thread_pool
-
     root = str(lcdb.init_store(tmp_path / "s").root)
+    both_running = threading.Barrier(2, timeout=30)  # two units at once: on two threads
 
-    def probe(_: int) -> tuple[int, int]:
+    def probe() -> tuple[int, int]:
+        both_running.wait()
         first, again = unit_store(root), unit_store(root)
         assert first is again  # reused within the thread
         n = first.sql("SELECT count(*) AS n FROM measurements")["n"][0].as_py()
@@ -100,14 +100,10 @@ def test_units_on_a_thread_pool_get_a_store_each(tmp_path: Path):
 
     pool = thread_pool(2)
     try:
-        # two units that wait for each other run on two threads at once
-        import threading
-
-        barrier = threading.Barrier(2, timeout=30)
-        futures = [pool.submit(lambda i=i: (barrier.wait(), probe(i))[1]) for i in range(2)]
+        futures = [pool.submit(probe) for _ in range(2)]
         wait(futures)
-        results = [f.result() for f in futures]
+        (id_a, n_a), (id_b, n_b) = (f.result() for f in futures)
     finally:
         pool.shutdown()
-    assert results[0][0] != results[1][0]
-    assert results[0][1] == results[1][1] == 0
+    assert id_a != id_b  # both stores are alive (held by their threads), so ids cannot repeat
+    assert n_a == n_b == 0

@@ -35,7 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=200, help="frames to simulate")
     p.add_argument("--stars", type=int, default=3000, help="stars in the field")
     p.add_argument("--seed", type=int, default=1, help="random seed")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="units run in parallel: worker processes (lcdb cluster: threads up to 2)",
+    )
     p.set_defaults(func=_run)
 
 

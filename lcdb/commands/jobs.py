@@ -13,7 +13,12 @@ _log = logging.getLogger(__name__)
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
     """``--jobs``, ``--restart`` and ``--no-progress`` of every resumable job."""
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="units run in parallel (default 1): worker processes (cluster: threads up to 2)",
+    )
     parser.add_argument(
         "--restart", action="store_true", help="ignore the markers of an interrupted run"
     )
