@@ -152,11 +152,12 @@ def test_bad_input(tmp_path):
         ColourJob(ColourConfig(), 5, method="fast")
 
 
-@pytest.mark.parametrize("hold_colour", [False, True])
-def test_compiled_fit_equals_the_sql(calibrated, hold_colour):
+@pytest.mark.parametrize(("hold_colour", "threads"), [(False, 1), (True, 1), (False, 2), (True, 2)])
+def test_compiled_fit_equals_the_sql(calibrated, hold_colour, threads):
     """The kernels of variability.colourfit give what sql/colours.sql and sql/magnitudes.sql
-    give, unit by unit: same objects, same counts (clipping included), sums equal to 1e-9
-    relative (only the order of the additions differs: ~1e-15 per term, over <= 10^3 terms)."""
+    give, unit by unit, on one thread or two: same objects, same counts (clipping included),
+    sums equal to 1e-9 relative (only the order of the additions differs: ~1e-15 per term, over
+    <= 10^3 terms)."""
     from lcdb.runner import unit_store
     from variability import colourfit
 
@@ -182,10 +183,14 @@ def test_compiled_fit_equals_the_sql(calibrated, hold_colour):
             objects = [str(store.root / p) for g in payload["objects"].values() for p in g]
             ref = unit.sql(sqlfiles.load("magnitudes"), {**params, "objects": objects})
             bv = objs["bv"].to_numpy(zero_copy_only=False).astype(float)
-            got = colourfit.magnitude_sums(unit, files, params["lo"], params["hi"], uid, bv, cfg)
+            got = colourfit.magnitude_sums(
+                unit, files, params["lo"], params["hi"], uid, bv, cfg, threads
+            )
         else:
             ref = unit.sql(sqlfiles.load("colours"), params)
-            got = colourfit.colour_sums(unit, files, params["lo"], params["hi"], uid, cfg)
+            got = colourfit.colour_sums(
+                unit, files, params["lo"], params["hi"], uid, cfg, threads
+            )
         ref = ref.sort_by("object_id")
         assert got.column_names == ref.column_names
         assert got["object_id"].to_pylist() == ref["object_id"].to_pylist()
@@ -202,6 +207,57 @@ def test_compiled_fit_equals_the_sql(calibrated, hold_colour):
             rtol = 1e-6 if col == "chi2" else 1e-9
             np.testing.assert_allclose(b[ok], a[ok], rtol=rtol, atol=1e-12, err_msg=col)
     assert clipped > 0  # the clipping pass was exercised, not only the first fit
+
+
+def test_compiled_points_keep_only_the_good_rows(tmp_path):
+    """Step 1 of the compiled fit reads a measurement file itself, so it must filter as
+    views.sql's unit_points does: of a run of rows, only the one with an object of the unit, no
+    flag but bit 4, a positive flux with an error <= max_err and a frame with a model is kept;
+    nulls and NaNs drop a row. Its point is y = -2.5 log10(flux) - Z0, x = C, w = 1/(e^2+floor^2)."""
+    import pyarrow as pa
+
+    from lcdb.tableio import write_parquet
+    from variability import colourfit
+
+    nan = float("nan")
+    rows = [  # (object_id, frame_id, flux, flux_err, flags): only the first is good
+        (10, 1, 1000.0, 10.0, 4),
+        (10, 1, 1000.0, 10.0, 1),  # flagged
+        (10, 1, -5.0, 10.0, 0),  # negative flux
+        (10, 1, 1000.0, 500.0, 0),  # error 0.54 mag > max_err
+        (10, 1, 1000.0, nan, 0),  # NaN error
+        (10, 2, 1000.0, 10.0, 0),  # frame 2 has no model
+        (10, None, 1000.0, 10.0, 0),  # no frame
+        (10, 1, 1000.0, 10.0, None),  # no flags
+        (None, 1, 1000.0, 10.0, 0),  # not clustered
+        (12, 1, 1000.0, 10.0, 0),  # an object in the range but not the unit's
+        (99, 1, 1000.0, 10.0, 0),  # an object past the range
+    ]
+    cols = list(zip(*rows))
+    table = pa.table(
+        {
+            "object_id": pa.array(cols[0], pa.int64()),
+            "frame_id": pa.array(cols[1], pa.int64()),
+            "x": pa.array([50.0] * len(rows), pa.float32()),
+            "y": pa.array([0.0] * len(rows), pa.float32()),
+            "flux": pa.array(cols[2], pa.float32()),
+            "flux_err": pa.array(cols[3], pa.float32()),
+            "flags": pa.array(cols[4], pa.int32()),
+        }
+    )
+    path = tmp_path / "m.parquet"
+    write_parquet(table, path)
+    coeffs = np.zeros((1, 28))
+    coeffs[0, :3] = (20.0, 0.5, 0.25)  # Z0 = 20 + 0.5 xn + 0.25 yn
+    fm = (np.array([-1, 0, -1]), coeffs, np.array([101.0]), np.array([101.0]), np.array([0.3]), 1)
+    cfg = ColourConfig(max_err=0.1, floor_mag=0.005)
+    k, x, y, w = colourfit._file_points(str(path), 0, 20, np.array([10, 11]), fm, cfg)
+    assert k.tolist() == [0]
+    # xn = 2 * 50 / 100 - 1 = 0 and yn = -1, so Z0 = 20 - 0.25
+    assert y[0] == pytest.approx(-2.5 * np.log10(1000.0) - 19.75, abs=1e-12)
+    e = 1.0857362047581294 * 10.0 / 1000.0
+    assert x[0] == 0.3 and w[0] == pytest.approx(1.0 / (e * e + 0.005**2), rel=1e-12)
+    assert colourfit._file_points(str(path), 100, 200, np.array([150]), fm, cfg) is None
 
 
 def test_compiled_zero_point_equals_the_sql_polynomial():

@@ -33,11 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from lcdb import sqlfiles
 from lcdb.store import Store
 
 
@@ -107,28 +110,36 @@ def _z0(c, xn, yn, order):
 
 
 @numba.njit(cache=True, nogil=True)
-def _points(oid, fid, x, y, flux, ferr, uid, fm, max_err, floor2, out, j):
-    """Step 1 for one batch of rows: their (object index, y, C, w) written into ``out`` from
-    position ``j`` on; returns the next free position. Rows of objects not in ``uid`` or of
-    frames without a model are dropped. ``fm``: rank, coeffs, naxis1, naxis2, colour, order."""
+def _points(oid, fid, x, y, flux, ferr, flags, lo, hi, uid, fm, max_err, floor2, out, j):
+    """Step 1 for one batch of rows: the good ones' (object index, C, y, w) written into ``out``
+    from position ``j`` on; returns the next free position. A row is good as in views.sql's
+    unit_points: an object of ``uid`` (sorted ids in ``lo`` .. ``hi``), no flag bit but 4, a
+    positive flux with an error of at most ``max_err`` mag, a frame with a model. ``fm``: rank,
+    coeffs, naxis1, naxis2, colour, order."""
     rank, coeffs, nax1, nax2, colour, order = fm
-    k_of, yy, xx, ww = out
-    last, k = -1, -1
+    k_of, xx, yy, ww = out
+    last, k = lo - 1, -1
     for i in range(oid.size):
-        if oid[i] != last:  # a new run of one object
-            last = oid[i]
-            k = np.searchsorted(uid, last)
-            if k >= uid.size or uid[k] != last:
+        o = oid[i]
+        if o < lo or o > hi or (flags[i] & 1019) != 0:
+            continue
+        if o != last:  # a new run of one object: the files are sorted by object
+            last = o
+            k = np.searchsorted(uid, o)
+            if k >= uid.size or uid[k] != o:
                 k = -1
         f = fid[i]
         r = rank[f] if 0 <= f < rank.size else -1
-        e = 1.0857362047581294 * np.float64(ferr[i]) / np.float64(flux[i])
-        if k < 0 or r < 0 or e > max_err:
+        fl = np.float64(flux[i])
+        if k < 0 or r < 0 or not fl > 0:
+            continue
+        e = 1.0857362047581294 * np.float64(ferr[i]) / fl
+        if not e <= max_err:  # NaN errors fail too, as in the SQL
             continue
         xn = 2.0 * np.float64(x[i]) / (nax1[r] - 1.0) - 1.0
         yn = 2.0 * np.float64(y[i]) / (nax2[r] - 1.0) - 1.0
         k_of[j] = k
-        yy[j] = -2.5 * np.log10(np.float64(flux[i])) - _z0(coeffs[r], xn, yn, order)
+        yy[j] = -2.5 * np.log10(fl) - _z0(coeffs[r], xn, yn, order)
         xx[j] = colour[r]
         ww[j] = 1.0 / (e * e + floor2)
         j += 1
@@ -147,28 +158,44 @@ def _add_line_sums(row, x, y, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _line_fit(k_of, xx, yy, ww, m, clip):
-    """Steps 2-4 for y = V + (B-V) C: per object the second pass's n and sums
-    (s, sx, sy, sxx, sxy, syy), the rms of its residuals and the first pass's n."""
+def _line_pass1(k_of, xx, yy, ww, m):
+    """Step 2 for y = V + (B-V) C over one part's points: n and the six sums per object."""
     a = np.zeros((m, 6))
     n1 = np.zeros(m, np.int64)
-    for i in range(k_of.size):  # step 2
+    for i in range(k_of.size):
         n1[k_of[i]] += 1
         _add_line_sums(a[k_of[i]], xx[i], yy[i], ww[i])
+    return n1, a
+
+
+@numba.njit(cache=True, nogil=True)
+def _line_limits(n1, a, clip):
+    """Step 3: each object's first fit (V, B-V) and its clipping limit clip * sqrt(chi2), chi2
+    the reduced chi2 (at least 1); limit -1 where there is no fit (fewer than 3 points or no
+    spread of C: as in the SQL, such an object gets no second pass)."""
+    m = n1.size
     v, bv, lim = np.zeros(m), np.zeros(m), np.full(m, -1.0)
-    for k in range(m):  # step 3
+    for k in range(m):
         s, sx, sy, sxx, sxy, syy = a[k, 0], a[k, 1], a[k, 2], a[k, 3], a[k, 4], a[k, 5]
         det = s * sxx - sx * sx
         if n1[k] < 3 or not det > 0:
-            continue  # no fit: the object gets no second pass (as in the SQL)
+            continue
         v[k] = (sxx * sy - sx * sxy) / det
         bv[k] = (s * sxy - sx * sy) / det
         chi = syy - 2 * v[k] * sy - 2 * bv[k] * sxy + v[k] * v[k] * s
         chi += 2 * v[k] * bv[k] * sx + bv[k] * bv[k] * sxx
         lim[k] = clip * np.sqrt(max(chi / max(n1[k] - 2, 1), 1.0))
-    b = np.zeros((m, 8))  # the six sums, then the sum and the sum of squares of residuals
+    return v, bv, lim
+
+
+@numba.njit(cache=True, nogil=True)
+def _line_pass2(k_of, xx, yy, ww, v, bv, lim):
+    """Step 4 over one part's points: per object the n and six sums of the points within its
+    limit, then the sum and the sum of squares of their residuals from the first fit."""
+    m = v.size
+    b = np.zeros((m, 8))
     n2 = np.zeros(m, np.int64)
-    for i in range(k_of.size):  # step 4
+    for i in range(k_of.size):
         k, x, y, w = k_of[i], xx[i], yy[i], ww[i]
         r = y - v[k] - bv[k] * x
         if lim[k] < 0 or abs(r) * np.sqrt(w) > lim[k]:
@@ -177,17 +204,17 @@ def _line_fit(k_of, xx, yy, ww, m, clip):
         _add_line_sums(b[k], x, y, w)
         b[k, 6] += r
         b[k, 7] += r * r
-    return n1, n2, b
+    return n2, b
 
 
 @numba.njit(cache=True, nogil=True)
-def _mean_fit(k_of, xx, yy, ww, bv, m, clip):
-    """Steps 2-4 for y - C (B-V) = V with B-V held (``bv`` per object, NaN: not fitted): per
-    object the second pass's n and sums (s, sy, syy, sum and sum of squares of y) and the first
-    pass's n."""
+def _mean_pass1(k_of, xx, yy, ww, bv):
+    """Step 2 for y - C (B-V) = V with B-V held (``bv`` per object, NaN: not fitted) over one
+    part's points: n and the sums (s, sy, syy) per object."""
+    m = bv.size
     a = np.zeros((m, 3))
     n1 = np.zeros(m, np.int64)
-    for i in range(k_of.size):  # step 2
+    for i in range(k_of.size):
         k = k_of[i]
         if np.isnan(bv[k]):
             continue
@@ -196,16 +223,31 @@ def _mean_fit(k_of, xx, yy, ww, bv, m, clip):
         a[k, 0] += w
         a[k, 1] += w * y
         a[k, 2] += w * y * y
+    return n1, a
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean_limits(n1, a, clip):
+    """Step 3 for the held colour: each object's weighted mean V and its clipping limit."""
+    m = n1.size
     v, lim = np.zeros(m), np.full(m, -1.0)
-    for k in range(m):  # step 3
+    for k in range(m):
         if n1[k] == 0:
             continue
         v[k] = a[k, 1] / a[k, 0]
         chi = (a[k, 2] - a[k, 1] * a[k, 1] / a[k, 0]) / max(n1[k] - 1, 1)
         lim[k] = clip * np.sqrt(max(chi, 1.0))
+    return v, lim
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean_pass2(k_of, xx, yy, ww, bv, v, lim):
+    """Step 4 for the held colour over one part's points: n and the sums (s, sy, syy, sum and
+    sum of squares of y - V) of the points within the limit."""
+    m = bv.size
     b = np.zeros((m, 5))
     n2 = np.zeros(m, np.int64)
-    for i in range(k_of.size):  # step 4
+    for i in range(k_of.size):
         k = k_of[i]
         if lim[k] < 0:
             continue
@@ -218,25 +260,83 @@ def _mean_fit(k_of, xx, yy, ww, bv, m, clip):
         b[k, 2] += w * y * y
         b[k, 3] += y - v[k]  # about the first fit: sum y^2 would cancel ~10^4 digits' worth
         b[k, 4] += (y - v[k]) * (y - v[k])
-    return n1, n2, b
+    return n2, b
 
 
-def _unit_points(store: Store, files: list[str], lo: int, hi: int, uid: np.ndarray, config):
-    """Step 1 for a unit: its rows scanned by DuckDB, their points computed by the kernel batch
-    by batch (no copy of the scanned columns into one array)."""
-    raw = store.sql(sqlfiles.load("colour_rows"), {"files": files, "lo": lo, "hi": hi})
-    fm = frame_models(store)
-    fm_arrays = (fm.rank, fm.coeffs, fm.naxis1, fm.naxis2, fm.colour, fm.order)
-    n = raw.num_rows
+#: The columns step 1 reads, in the order of :func:`_points`'s arguments, and what stands in for
+#: a null (a row that then fails the filter; NaN for the floats).
+_READ_COLUMNS = {
+    "object_id": -1,
+    "frame_id": -1,
+    "x": None,
+    "y": None,
+    "flux": None,
+    "flux_err": None,
+    "flags": -1,
+}
+
+
+def _overlapping_groups(meta: pq.FileMetaData, lo: int, hi: int) -> list[int]:
+    """The row groups whose object ids can fall in ``lo`` .. ``hi`` (by their statistics)."""
+    col = meta.schema.names.index("object_id")
+    out = []
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(col).statistics
+        if st is None or not st.has_min_max or (st.max >= lo and st.min <= hi):
+            out.append(g)
+    return out
+
+
+def _column(batch: pa.RecordBatch, name: str) -> np.ndarray:
+    col = batch.column(name)
+    fill = _READ_COLUMNS[name]
+    if col.null_count and fill is not None:
+        col = pc.fill_null(col, fill)
+    return col.to_numpy(zero_copy_only=False)
+
+
+def _file_points(path: str, lo: int, hi: int, uid: np.ndarray, fm: tuple, config):
+    """Step 1 for one measurement file: the points of its rows of the unit's objects, from the
+    row groups whose statistics overlap ``lo`` .. ``hi`` (a neighbour partition's file holds the
+    unit's objects in one run: the files are sorted by object), decoded on this thread."""
+    with pq.ParquetFile(path) as f:
+        groups = _overlapping_groups(f.metadata, lo, hi)
+        if not groups:
+            return None
+        table = f.read_row_groups(groups, columns=list(_READ_COLUMNS), use_threads=False)
+    n = table.num_rows
     out = (np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(n))
     j = 0
-    for batch in raw.to_batches():
-        cols = [batch.column(c).to_numpy() for c in _RAW_COLUMNS]
-        j = _points(*cols, uid, fm_arrays, config.max_err, config.floor_mag**2, out, j)
+    for batch in table.to_batches():
+        cols = [_column(batch, c) for c in _READ_COLUMNS]
+        j = _points(*cols, lo, hi, uid, fm, config.max_err, config.floor_mag**2, out, j)
     return tuple(a[:j] for a in out)
 
 
-_RAW_COLUMNS = ("object_id", "frame_id", "x", "y", "flux", "flux_err")
+def _fit_unit(store: Store, files: list[str], lo: int, hi: int, uid, config, threads, kernels):
+    """Steps 1-4 for a unit, file by file on ``threads`` threads (the kernels release the GIL):
+    each file's points and first-pass sums, their total, the first fits, then each file's second
+    pass and its total. ``kernels`` are (pass1, limits, pass2, width): functions of a part's
+    points (pass1), of the first pass's n and sums and the clip (limits), of a part's points and
+    the fits (pass2), and the number of second-pass sums; returns the first pass's n and the
+    second's n and sums."""
+    pass1, limits, pass2, width = kernels
+    fm = frame_models(store)
+    fm_arrays = (fm.rank, fm.coeffs, fm.naxis1, fm.naxis2, fm.colour, fm.order)
+
+    def first(path: str):
+        pts = _file_points(path, lo, hi, uid, fm_arrays, config)
+        return None if pts is None or not pts[0].size else (pts, pass1(*pts))
+
+    with ThreadPoolExecutor(max(int(threads), 1)) as pool:
+        parts = [p for p in pool.map(first, files) if p is not None]
+        n1 = sum((p[1][0] for p in parts), np.zeros(uid.size, np.int64))
+        a1 = sum((p[1][1] for p in parts), 0.0)
+        fit = limits(n1, a1, config.clip) if parts else None
+        second = list(pool.map(lambda p: pass2(*p[0], *fit), parts))
+    n2 = sum((s[0] for s in second), np.zeros(uid.size, np.int64))
+    b = sum((s[1] for s in second), np.zeros((uid.size, width)))
+    return n1, n2, b
 
 
 def _rms(n: np.ndarray, total: np.ndarray, squares: np.ndarray) -> np.ndarray:
@@ -247,12 +347,14 @@ def _rms(n: np.ndarray, total: np.ndarray, squares: np.ndarray) -> np.ndarray:
 
 
 def colour_sums(
-    store: Store, files: list[str], lo: int, hi: int, uid: np.ndarray, config
+    store: Store, files: list[str], lo: int, hi: int, uid: np.ndarray, config, threads: int = 1
 ) -> pa.Table:
     """The columns of sql/colours.sql for the objects ``uid`` (sorted ids in ``lo`` .. ``hi``)
-    from the measurement ``files``; ``config`` a :class:`variability.colours.ColourConfig`."""
-    k_of, yy, xx, ww = _unit_points(store, files, lo, hi, uid, config)
-    n1, n2, b = _line_fit(k_of, xx, yy, ww, uid.size, config.clip)
+    from the measurement ``files``, on ``threads`` threads; ``config`` a
+    :class:`variability.colours.ColourConfig`."""
+    m = uid.size
+    kernels = (lambda *p: _line_pass1(*p, m), _line_limits, _line_pass2, 8)
+    n1, n2, b = _fit_unit(store, files, lo, hi, uid, config, threads, kernels)
     keep = n2 > 0
     b, n = b[keep], n2[keep]
     s, sx, sxx = b[:, 0], b[:, 1], b[:, 3]
@@ -274,11 +376,25 @@ def colour_sums(
 
 
 def magnitude_sums(
-    store: Store, files: list[str], lo: int, hi: int, uid: np.ndarray, bv: np.ndarray, config
+    store: Store,
+    files: list[str],
+    lo: int,
+    hi: int,
+    uid: np.ndarray,
+    bv: np.ndarray,
+    config,
+    threads: int = 1,
 ) -> pa.Table:
-    """The columns of sql/magnitudes.sql for the objects ``uid`` with colours ``bv`` (NaN: none)."""
-    k_of, yy, xx, ww = _unit_points(store, files, lo, hi, uid, config)
-    n1, n2, b = _mean_fit(k_of, xx, yy, ww, np.asarray(bv, np.float64), uid.size, config.clip)
+    """The columns of sql/magnitudes.sql for the objects ``uid`` with colours ``bv`` (NaN: none),
+    on ``threads`` threads."""
+    bv = np.ascontiguousarray(bv, np.float64)
+    kernels = (
+        lambda *p: _mean_pass1(*p, bv),
+        _mean_limits,
+        lambda k, x, y, w, v, lim: _mean_pass2(k, x, y, w, bv, v, lim),
+        5,
+    )
+    n1, n2, b = _fit_unit(store, files, lo, hi, uid, config, threads, kernels)
     keep = n2 > 0
     b, n = b[keep], n2[keep]
     s, sy, syy = b[:, 0], b[:, 1], b[:, 2]

@@ -193,12 +193,14 @@ class ColourJob:
 
         order = np.argsort(objs["object_id"].to_numpy())
         uid = objs["object_id"].to_numpy()[order]
-        lo, hi = payload["lo"], payload["hi"]
+        lo, hi, cfg = payload["lo"], payload["hi"], self.config
+        # the unit's thread budget: the runner pins the store on --jobs DuckDB threads
+        threads = int(store.sql("SELECT current_setting('threads')").column(0)[0].as_py())
         if self.hold_colour:
             bv = _floats(objs["bv"])[order]
-            sums = colourfit.magnitude_sums(store, files, lo, hi, uid, bv, self.config)
-            return solve_magnitudes(sums, objs, self.config)
-        return solve(colourfit.colour_sums(store, files, lo, hi, uid, self.config), self.config)
+            sums = colourfit.magnitude_sums(store, files, lo, hi, uid, bv, cfg, threads)
+            return solve_magnitudes(sums, objs, cfg)
+        return solve(colourfit.colour_sums(store, files, lo, hi, uid, cfg, threads), cfg)
 
 
 def reconstruct_colours(
