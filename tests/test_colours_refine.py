@@ -188,9 +188,7 @@ def test_compiled_fit_equals_the_sql(calibrated, hold_colour, threads):
             )
         else:
             ref = unit.sql(sqlfiles.load("colours"), params)
-            got = colourfit.colour_sums(
-                unit, files, params["lo"], params["hi"], uid, cfg, threads
-            )
+            got = colourfit.colour_sums(unit, files, params["lo"], params["hi"], uid, cfg, threads)
         ref = ref.sort_by("object_id")
         assert got.column_names == ref.column_names
         assert got["object_id"].to_pylist() == ref["object_id"].to_pylist()
@@ -213,7 +211,7 @@ def test_compiled_points_keep_only_the_good_rows(tmp_path):
     """Step 1 of the compiled fit reads a measurement file itself, so it must filter as
     views.sql's unit_points does: of a run of rows, only the one with an object of the unit, no
     flag but bit 4, a positive flux with an error <= max_err and a frame with a model is kept;
-    nulls and NaNs drop a row. Its point is y = -2.5 log10(flux) - Z0, x = C, w = 1/(e^2+floor^2)."""
+    nulls and NaNs drop a row. Its point: y = -2.5 log10(flux) - Z0, x = C, w = 1/(e^2 + f^2)."""
     import pyarrow as pa
 
     from lcdb.tableio import write_parquet
@@ -233,7 +231,7 @@ def test_compiled_points_keep_only_the_good_rows(tmp_path):
         (12, 1, 1000.0, 10.0, 0),  # an object in the range but not the unit's
         (99, 1, 1000.0, 10.0, 0),  # an object past the range
     ]
-    cols = list(zip(*rows))
+    cols = list(zip(*rows, strict=True))
     table = pa.table(
         {
             "object_id": pa.array(cols[0], pa.int64()),

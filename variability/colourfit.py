@@ -1,11 +1,12 @@
 """The per-object fits of ``lcdb colours`` and ``lcdb refine`` as compiled kernels.
 
 sql/colours.sql and sql/magnitudes.sql state the two fits as streaming SQL aggregates; they stay
-as the reference these kernels are tested against (tests/test_colourfit.py). Profiled at 10^8
+as the reference these kernels are tested against (tests/test_colours_refine.py). Profiled at 10^8
 measurements, the SQL spent ~65% of its time on what is not the scan: Z0 in Horner form and the
 normalised coordinates (23%), the materialised points both passes read (17%), the joins with the
-frame models and the first fit (9%), so it ran at 0.27-0.30x DuckDB's plain aggregation of the
-same columns. Here DuckDB only scans and filters the unit's measurements; the kernel then:
+frame models and the first fit (9%). Here nothing but the kernels touches a row: a unit's files
+are read a row group at a time (only the groups whose object-id statistics overlap the unit's
+range), file by file on the unit's threads (the kernels release the GIL), and for each file:
 
 1. looks up each row's frame model (a table indexed by frame id) and computes its point of seed
    Eq. 1: y = instrumental - Z0(x, y), x = the frame's C, w = 1 / (error^2 + floor^2);
@@ -16,24 +17,24 @@ same columns. Here DuckDB only scans and filters the unit's measurements; the ke
 4. accumulates the second pass over the points within ``clip`` normalised residuals of the first
    fit (scaled by sqrt(chi2)), with the rms of their residuals from that fit.
 
+Steps 1 and 2 run per file, their sums are added, step 3 runs once and step 4 per file again.
 The outputs are the columns the SQL returns, so :func:`variability.colours.solve` and
 ``solve_magnitudes`` serve both.
 
-Measured (bench/pipeline.py, stages colours-sql and colours in one run): at 10^8, 0.97x, 1.12x and
-1.39x the SQL's speed over three runs, 0.66-1.03x at 10^7 (0.66x in the two latest runs,
-where the SQL ran at 0.35-0.42x the aggregation), for a peak of 0.77 GB against 0.46-0.48 GB.
-The kernels are cheap (per 10^7 unit of 6.2 M rows: points 0.23 s, fits 0.05 s); DuckDB's scan of
-the rows into Arrow is not (0.43 s, against 0.32 s for a plain aggregation of the same rows), so
-this design cannot go much past 0.5x of that aggregation. The SQL therefore stays the default
-(``ColourJob.method``); this is the opt-in, equal to it (tests/test_colours_refine.py).
+Measured (session 9, alternating runs of the job on the same stores, 2 threads): at 1.56·10^8
+measurements 5.3-6.1 s against the SQL's 5.3-6.9 s (1.00-1.12x) for 1.06-1.09 GB against 0.31 GB
+of peak; at 1.17·10^7 1.33-1.35 s against 0.99-1.05 s, the ~0.4 s with which numba loads its
+cached kernels in a new process outweighing the gain. The previous design, DuckDB scanning the
+rows into Arrow for the kernels, ran at 0.80x the SQL at 10^7 in the same session (0.97-1.39x at
+10^8 in earlier ones) and held the scanned unit whole (0.77 GB). The SQL therefore stays the
+default (``ColourJob.method``); this is the opt-in, equal to it.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -42,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lcdb.store import Store
+from lcdb.tableio import ROW_GROUP_ROWS
 
 
 @dataclass(frozen=True)
@@ -303,14 +305,20 @@ def _file_points(path: str, lo: int, hi: int, uid: np.ndarray, fm: tuple, config
         groups = _overlapping_groups(f.metadata, lo, hi)
         if not groups:
             return None
-        table = f.read_row_groups(groups, columns=list(_READ_COLUMNS), use_threads=False)
-    n = table.num_rows
-    out = (np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(n))
-    j = 0
-    for batch in table.to_batches():
-        cols = [_column(batch, c) for c in _READ_COLUMNS]
-        j = _points(*cols, lo, hi, uid, fm, config.max_err, config.floor_mag**2, out, j)
-    return tuple(a[:j] for a in out)
+        n = sum(f.metadata.row_group(g).num_rows for g in groups)
+        out = (np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(n))
+        j = 0
+        # a row group at a time: a 10^8 store's largest file (4.4 M rows) decoded whole held
+        # ~0.16 GB per thread
+        batches = f.iter_batches(
+            batch_size=ROW_GROUP_ROWS, row_groups=groups, columns=list(_READ_COLUMNS),
+            use_threads=False,
+        )  # fmt: skip
+        for batch in batches:
+            cols = [_column(batch, c) for c in _READ_COLUMNS]
+            j = _points(*cols, lo, hi, uid, fm, config.max_err, config.floor_mag**2, out, j)
+    # a neighbour's file keeps few of its rows: copy them rather than hold the whole buffers
+    return tuple(a[:j].copy() if 2 * j < n else a[:j] for a in out)
 
 
 def _fit_unit(store: Store, files: list[str], lo: int, hi: int, uid, config, threads, kernels):

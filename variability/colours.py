@@ -125,13 +125,13 @@ class ColourJob:
     hold_colour: bool = False
     name: str = "colours"
     #: "sql" (sql/colours.sql and sql/magnitudes.sql) or "compiled" (variability.colourfit:
-    #: DuckDB scans, a kernel fits; equal results). Same-run benches at 10^8 put the compiled fit
-    #: at 0.97-1.39x the SQL's speed (median 1.12x; 0.66-1.03x at 10^7) for 1.6x its peak memory
-    #: (0.77 GB): not enough to make it the default.
+    #: numba kernels read the files; equal results). At 1.56·10^8 measurements the compiled fit
+    #: ran at 1.00-1.12x the SQL's speed for 3.5x its peak memory (1.1 GB), and slower at 10^7
+    #: (numba's start in a new process): not enough to make it the default.
     method: str = "sql"
     #: Units run one at a time (``in_process``), so they can be large: each costs ~30 ms of query
-    #: binding, and 8 M measurements keep the peak near 0.46-0.48 GB at 10^8 with the SQL,
-    #: 0.77 GB compiled (it holds the unit's points for the second pass) (bench/pipeline.py).
+    #: binding, and 8 M measurements keep the peak near 0.31-0.48 GB at 10^8 with the SQL,
+    #: 1.1 GB compiled (it holds the unit's points for the second pass) (bench/pipeline.py).
     target_rows: int = 8_000_000
     #: One query per unit, which DuckDB runs on all the workers' threads (lcdb.runner).
     in_process: ClassVar[bool] = True
