@@ -204,13 +204,18 @@ class _WarmingPool(Executor):
     def __init__(self, pool: ProcessPoolExecutor, workers: int) -> None:
         self._pool = pool
         self._ready = threading.Event()
+        self._closing = threading.Event()
         self._inline = _SerialExecutor()
         self._thread = threading.Thread(target=self._start, args=(workers,), daemon=True)
         self._thread.start()
 
     def _start(self, workers: int) -> None:
         try:
-            wait([self._pool.submit(os.getpid) for _ in range(workers)])
+            started = [self._pool.submit(os.getpid) for _ in range(workers)]
+            # Polled, not waited on: a pool shut down while its first workers start may never
+            # answer these (seen once: a test run hung 20 minutes in shutdown's join).
+            while wait(started, timeout=0.2).not_done and not self._closing.is_set():
+                pass
         except RuntimeError:  # shut down before its workers were up
             pass
         finally:
@@ -223,6 +228,7 @@ class _WarmingPool(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._closing.set()
         if wait:
             self._thread.join()
 

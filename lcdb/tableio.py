@@ -91,3 +91,14 @@ def read_file(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     (three alternating runs each)."""
     with pq.ParquetFile(path) as f:
         return f.read(columns=columns, use_threads=False)
+
+
+def row_group_ranges(meta: pq.FileMetaData, column: str) -> list[tuple | None]:
+    """Per row group of a file, the (min, max) of ``column`` from its statistics (None where
+    there are none), so a reader can skip the groups that cannot hold what it wants."""
+    col = meta.schema.names.index(column)
+    out: list[tuple | None] = []
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(col).statistics
+        out.append((st.min, st.max) if st is not None and st.has_min_max else None)
+    return out

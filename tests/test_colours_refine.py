@@ -258,6 +258,27 @@ def test_compiled_points_keep_only_the_good_rows(tmp_path):
     assert colourfit._file_points(str(path), 100, 200, np.array([150]), fm, cfg) is None
 
 
+def test_compiled_points_name_a_bad_file(tmp_path):
+    """A file without a column step 1 needs, or one that is not Parquet, gets one InputError that
+    names the file and what is wrong, not a pyarrow traceback."""
+    import pyarrow as pa
+
+    from lcdb.tableio import write_parquet
+    from variability import colourfit
+
+    fm = (np.array([0]), np.zeros((1, 28)), np.ones(1), np.ones(1), np.ones(1), 0)
+    no_flags = tmp_path / "no_flags.parquet"
+    cols = {"object_id": pa.int64(), "frame_id": pa.int64(), "x": pa.float32()}
+    cols |= {"y": pa.float32(), "flux": pa.float32(), "flux_err": pa.float32()}
+    write_parquet(pa.table({c: pa.array([1], t) for c, t in cols.items()}), no_flags)
+    with pytest.raises(InputError, match=r"no_flags\.parquet: no column flags"):
+        colourfit._file_points(str(no_flags), 0, 9, np.array([1]), fm, ColourConfig())
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match=r"junk\.parquet: not a readable Parquet file"):
+        colourfit._file_points(str(junk), 0, 9, np.array([1]), fm, ColourConfig())
+
+
 def test_compiled_zero_point_equals_the_sql_polynomial():
     """variability.colourfit._z0 (unrolled Horner, orders <= 4 and <= 6) against views.sql's
     z0_poly (the plain sum of terms) at random points, for every order 0..6."""

@@ -107,3 +107,25 @@ def test_units_on_a_thread_pool_get_a_store_each(tmp_path: Path):
         pool.shutdown()
     assert id_a != id_b  # both stores are alive (held by their threads), so ids cannot repeat
     assert n_a == n_b == 0
+
+
+def test_warming_pool_shuts_down_when_its_workers_never_answer():
+    """A pool shut down while its first workers start may leave the warm-up's tasks unanswered
+    (a test run once hung 20 minutes in shutdown): shutdown must still return, promptly."""
+    from concurrent.futures import Future
+
+    from lcdb.runner import _WarmingPool
+
+    class _Silent:  # a process pool whose tasks never finish
+        def submit(self, fn, *args, **kwargs):
+            return Future()
+
+        def shutdown(self, wait=True, *, cancel_futures=False):
+            pass
+
+    pool = _WarmingPool(_Silent(), 2)
+    done = threading.Event()
+    closer = threading.Thread(target=lambda: (pool.shutdown(), done.set()), daemon=True)
+    closer.start()
+    # 5 s: the warm-up polls every 0.2 s, so shutdown returns within ~0.2 s
+    assert done.wait(5), "shutdown hung on the warm-up's unanswered tasks"

@@ -51,7 +51,7 @@ from lcdb.runner import (
     thread_pool,
 )
 from lcdb.store import Store
-from lcdb.tableio import read_parquet, write_parquet
+from lcdb.tableio import read_parquet, row_group_ranges, write_parquet
 from variability import margins, matching
 from variability.assign import SUMMARY_SCRATCH, AssignJob, partial_files, summarise_objects
 from variability.unit_inputs import epochs, layout_root, payloads, read_refcat
@@ -144,14 +144,11 @@ def _read_margin(files: list[str], ring: np.ndarray, m: int) -> list[pa.Table]:
     out = []
     for path in files:
         pf = pq.ParquetFile(path)
-        meta = pf.metadata
-        col = meta.schema.names.index("healpix_29")
         groups = []
-        for g in range(meta.num_row_groups):
-            st = meta.row_group(g).column(col).statistics
-            if st is not None and st.has_min_max:
-                i = int(np.searchsorted(ring, st.min >> shift))
-                if i >= ring.size or ring[i] > st.max >> shift:
+        for g, span in enumerate(row_group_ranges(pf.metadata, "healpix_29")):
+            if span is not None:
+                i = int(np.searchsorted(ring, span[0] >> shift))
+                if i >= ring.size or ring[i] > span[1] >> shift:
                     continue  # no ring pixel within the group's index range
             groups.append(g)
         if not groups:

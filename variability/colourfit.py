@@ -42,8 +42,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lcdb.errors import InputError
 from lcdb.store import Store
-from lcdb.tableio import ROW_GROUP_ROWS
+from lcdb.tableio import ROW_GROUP_ROWS, row_group_ranges
 
 
 @dataclass(frozen=True)
@@ -278,18 +279,8 @@ _READ_COLUMNS = {
 }
 
 
-def _overlapping_groups(meta: pq.FileMetaData, lo: int, hi: int) -> list[int]:
-    """The row groups whose object ids can fall in ``lo`` .. ``hi`` (by their statistics)."""
-    col = meta.schema.names.index("object_id")
-    out = []
-    for g in range(meta.num_row_groups):
-        st = meta.row_group(g).column(col).statistics
-        if st is None or not st.has_min_max or (st.max >= lo and st.min <= hi):
-            out.append(g)
-    return out
-
-
 def _column(batch: pa.RecordBatch, name: str) -> np.ndarray:
+    """A column of ``batch`` as numpy, its nulls replaced as :data:`_READ_COLUMNS` says."""
     col = batch.column(name)
     fill = _READ_COLUMNS[name]
     if col.null_count and fill is not None:
@@ -301,8 +292,19 @@ def _file_points(path: str, lo: int, hi: int, uid: np.ndarray, fm: tuple, config
     """Step 1 for one measurement file: the points of its rows of the unit's objects, from the
     row groups whose statistics overlap ``lo`` .. ``hi`` (a neighbour partition's file holds the
     unit's objects in one run: the files are sorted by object), decoded on this thread."""
-    with pq.ParquetFile(path) as f:
-        groups = _overlapping_groups(f.metadata, lo, hi)
+    try:
+        f = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
+    with f:
+        missing = [c for c in _READ_COLUMNS if c not in f.schema_arrow.names]
+        if missing:
+            raise InputError(f"{path}: no column {', '.join(missing)} (not a measurements file?)")
+        groups = [
+            g
+            for g, span in enumerate(row_group_ranges(f.metadata, "object_id"))
+            if span is None or (span[1] >= lo and span[0] <= hi)
+        ]
         if not groups:
             return None
         n = sum(f.metadata.row_group(g).num_rows for g in groups)
